@@ -1,0 +1,136 @@
+"""The pre-logit hook: add ``v_t`` to the hidden state entering the output layer, only inside ``with``.
+
+Inside ``generate`` (transformers 5.x) the output layer sees ``(B, 1, d)`` at every step, the prefill
+included, because only the last position's logits are kept. A plain forward sees ``(B, T, d)``. Either
+way the perturbation goes to the last position, and each call of the output layer is one generated step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strips distributed and value-head wrappers down to the module that owns ``get_output_embeddings``.
+
+    Handles ``DistributedDataParallel`` / accelerate wrappers (``.module``), ``torch.compile`` (``._orig_mod``)
+    and value-head wrappers in the style of trl's old ``AutoModelForCausalLMWithValueHead``
+    (``.pretrained_model`` next to ``.v_head``). PEFT models need no unwrapping: they forward
+    ``get_output_embeddings`` to the base model.
+    """
+    seen: set[int] = set()
+    while id(model) not in seen:
+        seen.add(id(model))
+        if hasattr(model, "v_head") and hasattr(model, "pretrained_model"):
+            model = model.pretrained_model
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            break
+    return model
+
+
+def find_output_layer(model: nn.Module) -> nn.Module:
+    """Returns the output layer ``W z + b`` (the LM head) of a possibly wrapped causal LM.
+
+    Raises:
+        ValueError: if the model exposes no output embeddings.
+    """
+    inner = unwrap_model(model)
+    get_head = getattr(inner, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Module):
+        raise ValueError(
+            f"`model` ({type(model).__name__}) has no output embeddings (get_output_embeddings() returned "
+            f"{head!r}); AISP perturbs the input of the LM head, so pass a causal LM such as an "
+            "`AutoModelForCausalLM`, a PEFT model around one, or a value-head wrapper with `.pretrained_model`."
+        )
+    return head
+
+
+def generation_model(model: nn.Module) -> nn.Module:
+    """The object whose ``generate`` to call: value-head wrappers and PEFT models keep their own,
+    distributed wrappers delegate to ``.module``."""
+    while not hasattr(model, "generate") and hasattr(model, "module"):
+        model = model.module
+    if not hasattr(model, "generate"):
+        raise ValueError(f"`model` ({type(model).__name__}) has no `generate` method; pass a causal LM.")
+    return model
+
+
+@contextmanager
+def perturb_prelogits(model: nn.Module, perturbations: Tensor) -> Iterator[None]:
+    """Adds ``perturbations[:, t]`` to the pre-logit of the last position at the t-th call of the output layer.
+
+    The hook exists only inside the ``with`` block and is removed in ``finally``, also when generation
+    raises. Calls past the horizon ``tau`` leave the hidden state untouched.
+
+    Args:
+        model (`torch.nn.Module`): a causal LM, possibly wrapped (see `find_output_layer`).
+        perturbations (`torch.Tensor` of shape `(B, tau, d)`): ``v_t`` for each of the ``B`` rows of the
+            batch about to be generated; cast to the output layer's device and dtype once, on entry.
+
+    Example:
+        ```python
+        >>> with perturb_prelogits(model, torch.zeros(4, 16, model.config.hidden_size)):
+        ...     out = model.generate(input_ids, attention_mask=mask, do_sample=False, max_new_tokens=16)
+        ```
+    """
+    head = find_output_layer(model)
+    if perturbations.ndim != 3:
+        raise ValueError(f"`perturbations` must have shape (B, tau, d), got {tuple(perturbations.shape)}.")
+    weight = next(head.parameters(), None)
+    if weight is not None:
+        perturbations = perturbations.to(device=weight.device, dtype=weight.dtype)
+    horizon = perturbations.shape[1]
+    step = 0
+
+    def add_noise(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+        nonlocal step
+        t, step = step, step + 1
+        if t >= horizon:
+            return None
+        hidden = args[0]  # (B, T, d); T == 1 inside generate
+        if hidden.shape[0] != perturbations.shape[0] or hidden.shape[-1] != perturbations.shape[-1]:
+            raise ValueError(
+                f"the output layer received hidden states of shape {tuple(hidden.shape)} but the "
+                f"perturbations have shape {tuple(perturbations.shape)}; batch size and width must match "
+                "(beam search and num_return_sequences > 1 are not supported)."
+            )
+        v_t = perturbations[:, t : t + 1]  # (B, 1, d)
+        if hidden.shape[1] == 1:
+            return (hidden + v_t, *args[1:])
+        # plain forward over a whole sequence: only the last position is the step being generated
+        return (torch.cat([hidden[:, :-1], hidden[:, -1:] + v_t], dim=1), *args[1:])
+
+    handle = head.register_forward_pre_hook(add_noise)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def capture_prelogits(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Records the input of the output layer at every call (``(B, T, d)`` each) into the yielded list.
+
+    Used by the metrics (KL from the base model, token flip rate), which need ``z_t`` for a fixed sequence.
+    The hook is removed in ``finally``.
+    """
+    head = find_output_layer(model)
+    captured: list[Tensor] = []
+
+    def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        captured.append(args[0].detach())
+
+    handle = head.register_forward_pre_hook(record)
+    try:
+        yield captured
+    finally:
+        handle.remove()
