@@ -92,9 +92,4 @@ class AISPConfig:
 
 
 def _is_positive_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value > 0
-        and value != float("inf")
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and value != float("inf")

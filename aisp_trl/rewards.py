@@ -115,9 +115,7 @@ class SequenceClassifierReward(RewardFunction):
         self, model: nn.Module, tokenizer: Any, max_length: int = 1024, batch_size: int = 16, separator: str = "\n"
     ):
         if max_length < 1 or batch_size < 1:
-            raise ValueError(
-                f"`max_length` and `batch_size` must be >= 1, got {max_length!r} and {batch_size!r}."
-            )
+            raise ValueError(f"`max_length` and `batch_size` must be >= 1, got {max_length!r} and {batch_size!r}.")
         vocab = getattr(model.config, "vocab_size", None)
         if vocab is not None and len(tokenizer) > vocab:
             raise ValueError(

@@ -243,7 +243,9 @@ class _SamplerBase:
     ) -> tuple[list[str], list[str], Tensor]:
         """Decodes and scores aligned rows; returns texts (query + completion), completions and rewards."""
         decode = self.tokenizer.decode
-        texts = [decode(q + c, skip_special_tokens=skip_special_tokens) for q, c in zip(queries, completion_ids)]
+        texts = [
+            decode(q + c, skip_special_tokens=skip_special_tokens) for q, c in zip(queries, completion_ids, strict=True)
+        ]
         completions = [decode(c, skip_special_tokens=True) for c in completion_ids]
         rewards = self.reward(prompts, completions, texts)
         return texts, completions, rewards
@@ -318,13 +320,31 @@ class AISPSampler(_SamplerBase):
         self.show_progress = show_progress
 
     @classmethod
-    def from_config(cls, model: nn.Module, tokenizer: Any, queries_to_scores: Any, length_sampler: Any,
-                    config: AISPConfig, **kwargs: Any) -> AISPSampler:
+    def from_config(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: Any,
+        length_sampler: Any,
+        config: AISPConfig,
+        **kwargs: Any,
+    ) -> AISPSampler:
         """Builds a sampler from an `AISPConfig` (e.g. parsed from a YAML file)."""
-        return cls(model, tokenizer, queries_to_scores, length_sampler, sample_size=config.sample_size,
-                   seed=config.seed, n_candidates=config.n_candidates, n_iterations=config.n_iterations,
-                   sigma2=config.sigma2, lam=config.lam, alpha=config.alpha,
-                   prompt_batch_size=config.prompt_batch_size, **kwargs)
+        return cls(
+            model,
+            tokenizer,
+            queries_to_scores,
+            length_sampler,
+            sample_size=config.sample_size,
+            seed=config.seed,
+            n_candidates=config.n_candidates,
+            n_iterations=config.n_iterations,
+            sigma2=config.sigma2,
+            lam=config.lam,
+            alpha=config.alpha,
+            prompt_batch_size=config.prompt_batch_size,
+            **kwargs,
+        )
 
     def generate(
         self,
@@ -345,8 +365,9 @@ class AISPSampler(_SamplerBase):
         Returns:
             `list[list[str]]`: one inner list of ``n_candidates`` texts per query, best first.
         """
-        results = self.search(tokenized_query, skip_special_tokens=skip_special_tokens, device=device,
-                              **generation_kwargs)
+        results = self.search(
+            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
+        )
         return [[s.text for s in r.top(self.config.n_candidates)] for r in results]
 
     def search(
@@ -374,12 +395,18 @@ class AISPSampler(_SamplerBase):
         b = self.config.prompt_batch_size
         batches = [order[i : i + b] for i in range(0, len(order), b)]
         results: list[AISPResult | None] = [None] * len(queries)
-        with tqdm(total=len(batches) * self.config.n_iterations, desc="AISP", disable=not self.show_progress,
-                  unit="it") as progress:
+        with tqdm(
+            total=len(batches) * self.config.n_iterations, desc="AISP", disable=not self.show_progress, unit="it"
+        ) as progress:
             for batch in batches:
                 batch_results = self._search_batch(
-                    [queries[i] for i in batch], [prompt_texts[i] for i in batch], [horizons[i] for i in batch],
-                    device, skip_special_tokens, generation_kwargs, progress,
+                    [queries[i] for i in batch],
+                    [prompt_texts[i] for i in batch],
+                    [horizons[i] for i in batch],
+                    device,
+                    skip_special_tokens,
+                    generation_kwargs,
+                    progress,
                 )
                 for i, result in zip(batch, batch_results, strict=True):
                     results[i] = result
@@ -412,18 +439,23 @@ class AISPSampler(_SamplerBase):
         row_horizons = [tau for tau in horizons for _ in range(n)]
         generators = [self._noise_generator(q) for q in queries]
         means = [torch.zeros(tau, width) for tau in horizons]  # U^1 = 0, shape (tau_j, d), on CPU
-        results = [AISPResult(prompt=p, query_ids=q, horizon=t, samples=[]) for p, q, t in zip(prompts, queries, horizons)]
+        results = [
+            AISPResult(prompt=p, query_ids=q, horizon=t, samples=[])
+            for p, q, t in zip(prompts, queries, horizons, strict=True)
+        ]
 
         for k in range(1, cfg.n_iterations + 1):
             # line 4: V^{i,k} ~ N(U^k, sigma^2 I), one (n, tau_j, d) draw per prompt from its own stream
-            samples = [sample_prelogit_noise(u, cfg.sigma2, n, g) for u, g in zip(means, generators)]
+            samples = [sample_prelogit_noise(u, cfg.sigma2, n, g) for u, g in zip(means, generators, strict=True)]
             noise = torch.zeros(len(rows), tau_max, width)
             for j, v in enumerate(samples):
                 noise[j * n : (j + 1) * n, : v.shape[1]] = v
             # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau
             with torch.no_grad(), perturb_prelogits(self.model, noise):
                 output = self.generator_model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_config,
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=gen_config,
                     **generation_kwargs,
                 )
             completion_ids = self._completions(output, input_ids.shape[1], row_horizons, eos)
@@ -496,8 +528,9 @@ class BestOfNSampler(_SamplerBase):
         **generation_kwargs: Any,
     ) -> list[list[str]]:
         """Same contract as trl: per query, the ``n_candidates`` best of ``sample_size`` decoded texts."""
-        results = self.search(tokenized_query, skip_special_tokens=skip_special_tokens, device=device,
-                              **generation_kwargs)
+        results = self.search(
+            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
+        )
         return [[s.text for s in r.top(self.n_candidates)] for r in results]
 
     def search(
@@ -525,18 +558,26 @@ class BestOfNSampler(_SamplerBase):
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
                 output = self.generator_model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=config,
                     **generation_kwargs,
                 )
-            completion_ids = self._completions(output, input_ids.shape[1], [tau] * self.sample_size,
-                                               self._eos_ids(config))
+            completion_ids = self._completions(
+                output, input_ids.shape[1], [tau] * self.sample_size, self._eos_ids(config)
+            )
             texts, completions, rewards = self._score(
                 [query] * self.sample_size, [prompt] * self.sample_size, completion_ids, skip_special_tokens
             )
-            result = AISPResult(prompt=prompt, query_ids=query, horizon=tau, samples=[
-                Sample(texts[i], completions[i], completion_ids[i], float(rewards[i]), 1, i)
-                for i in range(self.sample_size)
-            ])
+            result = AISPResult(
+                prompt=prompt,
+                query_ids=query,
+                horizon=tau,
+                samples=[
+                    Sample(texts[i], completions[i], completion_ids[i], float(rewards[i]), 1, i)
+                    for i in range(self.sample_size)
+                ],
+            )
             _record_curves(result, rewards, float(self.sample_size))
             results.append(result)
         return results
@@ -562,8 +603,10 @@ def _context_length(config: Any) -> int | None:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) or (
-        isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point()
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        or (isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point())
     )
 
 

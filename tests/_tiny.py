@@ -40,14 +40,36 @@ def make_model(arch: str = "llama", seed: int = 0, hidden: int = 32) -> nn.Modul
     if arch == "gpt2":
         config = GPT2Config(n_embd=hidden, n_layer=2, n_head=2, n_positions=128, **common)
     elif arch == "llama":
-        config = LlamaConfig(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             num_key_value_heads=1, max_position_embeddings=128, **common)
+        config = LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            **common,
+        )
     elif arch == "qwen2":
-        config = Qwen2Config(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             num_key_value_heads=1, max_position_embeddings=128, **common)
+        config = Qwen2Config(
+            hidden_size=hidden,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            **common,
+        )
     elif arch == "gemma2":
-        config = Gemma2Config(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              num_key_value_heads=1, head_dim=16, max_position_embeddings=128, **common)
+        config = Gemma2Config(
+            hidden_size=hidden,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=128,
+            **common,
+        )
     else:
         raise ValueError(arch)
     torch.manual_seed(seed)
