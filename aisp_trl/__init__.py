@@ -9,7 +9,7 @@ from .rewards import (
     TextReward,
     VaderSentimentReward,
 )
-from .sampler import AISPResult, AISPSampler, BestOfNSampler, LengthSampler, Sample
+from .sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler, Sample
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "AISPSampler",
     "BestOfNSampler",
     "CompletionReward",
+    "GreedySampler",
     "LengthSampler",
     "RewardFunction",
     "Sample",

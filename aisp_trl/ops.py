@@ -66,7 +66,9 @@ def normalize_log_weights(log_weights: Tensor) -> Tensor:
     Raises:
         ValueError: if every log-weight of some prompt is ``-inf`` or NaN (nothing to normalise).
     """
-    log_weights = torch.nan_to_num(log_weights, nan=-torch.inf, posinf=torch.finfo(log_weights.dtype).max)
+    # NaN means "no weight"; +inf would turn the softmax into NaN, so it becomes the largest finite value
+    log_weights = torch.where(torch.isnan(log_weights), -torch.inf, log_weights)
+    log_weights = log_weights.clamp(max=torch.finfo(log_weights.dtype).max)
     log_norm = torch.logsumexp(log_weights, dim=-1, keepdim=True)
     if not torch.isfinite(log_norm).all():
         raise ValueError(

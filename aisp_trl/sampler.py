@@ -211,7 +211,8 @@ class _SamplerBase:
                     f"sequence per row); remove `{key}={generation_kwargs[key]!r}` from the generation kwargs."
                 )
         config = copy.deepcopy(self.gen_config or self.generator_model.generation_config)
-        if getattr(config, "do_sample", False) or generation_kwargs.pop("do_sample", False):
+        asked_to_sample = generation_kwargs.pop("do_sample", False) or (self.gen_config and self.gen_config.do_sample)
+        if asked_to_sample:  # the model's own default settings are overridden silently
             warnings.warn("AISP decodes greedily (paper, Appendix B); ignoring do_sample=True.", stacklevel=4)
         config.update(do_sample=False, num_beams=1, num_return_sequences=1, max_new_tokens=horizon)
         config.update(temperature=None, top_p=None, top_k=None, min_p=None)
@@ -581,6 +582,80 @@ class BestOfNSampler(_SamplerBase):
             _record_curves(result, rewards, float(self.sample_size))
             results.append(result)
         return results
+
+
+class GreedySampler(_SamplerBase):
+    """Plain greedy decoding with the samplers' API: the base model's response, scored by the same reward.
+
+    The reference point of every comparison ("greedy" in the CLI, the base model in the recipes' reports).
+
+    Args:
+        model, tokenizer, queries_to_scores, length_sampler, generation_config: see `AISPSampler`.
+        prompt_batch_size (`int`, defaults to 8): queries decoded together (left padded, sorted by length).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: RewardFunction | Callable[[list[str]], Sequence[float]],
+        length_sampler: Callable[[], int],
+        generation_config: GenerationConfig | None = None,
+        prompt_batch_size: int = 8,
+    ):
+        if isinstance(prompt_batch_size, bool) or not isinstance(prompt_batch_size, int) or prompt_batch_size < 1:
+            raise ValueError(f"`prompt_batch_size` must be an integer >= 1, got {prompt_batch_size!r}.")
+        super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
+        self.prompt_batch_size = prompt_batch_size
+
+    def generate(
+        self,
+        tokenized_query: QueryInput,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
+    ) -> list[list[str]]:
+        """Per query, a one-element list with the greedy decoded text (query included)."""
+        results = self.search(tokenized_query, skip_special_tokens=skip_special_tokens, device=device,
+                              **generation_kwargs)  # fmt: skip
+        return [[r.best.text] for r in results]
+
+    def search(
+        self,
+        tokenized_query: QueryInput,
+        prompts: list[str] | None = None,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
+    ) -> list[AISPResult]:
+        """One greedy sample per query, as an `AISPResult` (a single iteration of one sample)."""
+        queries = self._parse_queries(tokenized_query)
+        prompt_texts = self._prompt_texts(queries, prompts)
+        horizons = [self._draw_horizon() for _ in queries]
+        self._check_context(queries, horizons)
+        device = self._device(device)
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
+        results: list[AISPResult | None] = [None] * len(queries)
+        for start in range(0, len(order), self.prompt_batch_size):
+            batch = order[start : start + self.prompt_batch_size]
+            kwargs = dict(generation_kwargs)
+            config = self._greedy_config(max(horizons[i] for i in batch), kwargs)
+            input_ids, attention_mask = self._left_pad([queries[i] for i in batch], device)
+            with torch.no_grad():
+                output = self.generator_model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **kwargs
+                )
+            completion_ids = self._completions(
+                output, input_ids.shape[1], [horizons[i] for i in batch], self._eos_ids(config)
+            )
+            texts, completions, rewards = self._score(
+                [queries[i] for i in batch], [prompt_texts[i] for i in batch], completion_ids, skip_special_tokens
+            )
+            for j, i in enumerate(batch):
+                sample = Sample(texts[j], completions[j], completion_ids[j], float(rewards[j]), 1, 0)
+                results[i] = AISPResult(prompt_texts[i], queries[i], horizons[i], [sample])
+                _record_curves(results[i], rewards[j : j + 1], 1.0)
+        return results  # type: ignore[return-value]
 
 
 def _record_curves(result: AISPResult, rewards: Tensor, ess: float) -> None:

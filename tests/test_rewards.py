@@ -1,0 +1,92 @@
+"""Reward adapters: plain callables, trl GRPO-style functions, sequence-classification RMs, VADER."""
+
+import math
+
+import pytest
+import torch
+from _tiny import make_tokenizer
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from aisp_trl.rewards import (
+    CompletionReward,
+    SequenceClassifierReward,
+    TextReward,
+    VaderSentimentReward,
+    as_reward_function,
+    check_rewards,
+)
+
+PROMPTS = ["how was the trip?", "rate the food."]
+COMPLETIONS = ["it was wonderful, i loved it!", "terrible, awful and sad."]
+TEXTS = [p + " " + c for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+
+
+def _tiny_rm(num_labels=1):
+    config = LlamaConfig(vocab_size=33, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_labels=num_labels, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    return LlamaForSequenceClassification(config).eval()
+
+
+def test_plain_callable_scores_full_texts():
+    seen = []
+    reward = as_reward_function(lambda texts: seen.extend(texts) or [float(len(t)) for t in texts])
+    assert isinstance(reward, TextReward)
+    out = reward(PROMPTS, COMPLETIONS, TEXTS)
+    assert seen == TEXTS and out.tolist() == [float(len(t)) for t in TEXTS] and out.dtype == torch.float64
+
+
+def test_grpo_style_function_gets_prompts_completions_and_kwargs_none_is_nan():
+    def fn(prompts, completions, bonus, **kwargs):
+        return [None if "terrible" in c else len(c) + bonus for p, c in zip(prompts, completions, strict=True)]
+
+    reward = CompletionReward(fn, bonus=1.0)
+    with pytest.warns(RuntimeWarning, match="1 non-finite"):
+        out = reward(PROMPTS, COMPLETIONS, TEXTS)
+    assert out[0] == len(COMPLETIONS[0]) + 1.0 and math.isnan(out[1])
+
+
+def test_vader_prefers_positive_completions_and_ignores_the_prompt():
+    reward = VaderSentimentReward()
+    out = reward(["awful awful awful"] * 2, COMPLETIONS, TEXTS)
+    assert out[0] > 0.5 and out[1] < -0.5
+
+
+def test_sequence_classifier_uses_logit_zero_and_batches_consistently():
+    tok, rm = make_tokenizer(), _tiny_rm(num_labels=2)
+    reward = SequenceClassifierReward(rm, tok, batch_size=1)
+    batched = SequenceClassifierReward(rm, tok, batch_size=8)(PROMPTS, COMPLETIONS, TEXTS)
+    one_by_one = reward(PROMPTS, COMPLETIONS, TEXTS)
+    torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=1e-5)
+    enc = tok(PROMPTS[0] + "\n" + COMPLETIONS[0], return_tensors="pt")
+    with torch.no_grad():
+        expected = rm(**enc).logits[0, 0].item()
+    assert batched[0].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_sequence_classifier_truncates_to_max_length():
+    tok, rm = make_tokenizer(), _tiny_rm()
+    long_completion = "a" * 500
+    out = SequenceClassifierReward(rm, tok, max_length=20)(["hi"], [long_completion], ["hi " + long_completion])
+    enc = tok("hi\n" + long_completion, return_tensors="pt", truncation=True, max_length=20)
+    assert enc.input_ids.shape[1] == 20
+    with torch.no_grad():
+        assert out[0].item() == pytest.approx(rm(**enc).logits[0, 0].item(), abs=1e-5)
+
+
+def test_sequence_classifier_renders_the_chat_template_when_present():
+    tok, rm = make_tokenizer(), _tiny_rm()
+    tok.chat_template = "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}.{% endfor %}"
+    reward = SequenceClassifierReward(rm, tok)
+    assert reward._render("hi", "yo") == "u:hi.a:yo."
+    out = reward(["hi"], ["yo"], ["hi yo"])
+    with torch.no_grad():
+        expected = rm(**tok("u:hi.a:yo.", return_tensors="pt")).logits[0, 0].item()
+    assert out[0].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_check_rewards_accepts_tensors_and_numpy_numbers():
+    import numpy as np
+
+    assert check_rewards(torch.tensor([1.0, 2.0]), 2).tolist() == [1.0, 2.0]
+    assert check_rewards([np.float32(0.5), 1], 2).tolist() == [0.5, 1.0]

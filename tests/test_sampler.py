@@ -1,0 +1,195 @@
+"""AISPSampler / BestOfNSampler on tiny models: the trl API, Algorithm 1's facts, batching, seeding."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from _tiny import letter_reward, make_model, make_tokenizer
+
+from aisp_trl import AISPSampler, BestOfNSampler, LengthSampler
+from aisp_trl.ops import sample_prelogit_noise
+
+QUERIES = ["the cat", "a dog sat on", "we"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model("llama")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def _aisp(model, tok, reward=None, tau=8, **kw):
+    kw = {"sample_size": 4, "n_iterations": 3, "sigma2": 1.0, "lam": 0.05, "seed": 0} | kw
+    return AISPSampler(model, tok, reward or letter_reward(), LengthSampler(tau, tau + 1), **kw)
+
+
+def _ids(tok, text):
+    return tok(text).input_ids
+
+
+def test_the_four_query_forms_give_the_same_texts(model, tok):
+    sampler = _aisp(model, tok)
+    a, b = _ids(tok, QUERIES[0]), _ids(tok, QUERIES[1])
+    single_list = sampler.generate(a)
+    single_tensor = sampler.generate(torch.tensor(a))
+    many_tensors = sampler.generate([torch.tensor(a), torch.tensor(b)])
+    many_lists = sampler.generate([a, b])
+    assert single_list == single_tensor == many_tensors[:1] == many_lists[:1]
+    assert many_tensors == many_lists and len(many_lists) == 2
+
+
+@pytest.mark.parametrize(("sample_size", "n_candidates"), [(4, 2), (10, 3), (6, 4)])
+def test_n_candidates_texts_per_query_starting_with_the_query(model, tok, sample_size, n_candidates):
+    for cls, extra in ((AISPSampler, {"n_iterations": 2, "sigma2": 1.0}), (BestOfNSampler, {})):
+        sampler = cls(model, tok, letter_reward(), LengthSampler(5, 6), sample_size, 0, n_candidates, **extra)
+        out = sampler.generate([_ids(tok, q) for q in QUERIES])
+        assert [len(texts) for texts in out] == [n_candidates] * len(QUERIES)
+        for query, texts in zip(QUERIES, out, strict=True):
+            assert all(t.startswith(query) for t in texts)
+
+
+def test_candidates_are_the_best_scored_texts(model, tok):
+    reward = letter_reward("e")
+    sampler = _aisp(model, tok, reward, n_candidates=3)
+    result = sampler.search(_ids(tok, QUERIES[0]))[0]
+    texts = sampler.generate(_ids(tok, QUERIES[0]))[0]
+    scores = sorted((s.reward for s in result.samples), reverse=True)
+    assert reward(texts) == scores[:3]
+    assert result.best.reward == max(s.reward for s in result.samples) == result.best_so_far[-1]
+
+
+def test_queries_to_scores_sees_full_texts(model, tok):
+    seen = []
+
+    def record(texts):
+        seen.extend(texts)
+        return [0.0] * len(texts)
+
+    _aisp(model, tok, record, n_iterations=1).generate(_ids(tok, "the cat"))
+    assert len(seen) == 4 and all(t.startswith("the cat") for t in seen)
+
+
+def test_search_records_every_sample_curves_and_ess(model, tok):
+    result = _aisp(model, tok, sample_size=5, n_iterations=4).search(_ids(tok, "the cat"))[0]
+    assert len(result.samples) == 20
+    assert [s.iteration for s in result.samples] == [k for k in range(1, 5) for _ in range(5)]
+    for k in range(4):
+        rewards = [s.reward for s in result.samples[5 * k : 5 * k + 5]]
+        assert result.mean_reward[k] == pytest.approx(np.mean(rewards))
+        assert result.best_reward[k] == max(rewards)
+    assert result.best_so_far == list(np.maximum.accumulate(result.best_reward))
+    assert all(1.0 <= e <= 5.0 for e in result.ess)
+    assert result.final_mean.shape == (8, model.config.hidden_size)
+    assert all(len(s.completion_ids) <= 8 for s in result.samples)
+    record = result.to_dict()
+    assert "final_mean" not in record and record["best"]["reward"] == result.best.reward
+
+
+def test_theorem_3_3_kappa_one_tiny_lambda_is_best_of_gaussian_candidates(model, tok):
+    sampler = _aisp(model, tok, sample_size=6, n_iterations=1, lam=1e-9, alpha=0.999)
+    query = _ids(tok, "the cat")
+    result = sampler.search(query)[0]
+    # the same candidates: re-draw the sampler's noise stream for this query
+    noise = sample_prelogit_noise(torch.zeros(8, model.config.hidden_size), 1.0, 6, sampler._noise_generator(query))
+    rewards = [s.reward for s in result.samples]
+    best = rewards.index(max(rewards))  # Algorithm 1 keeps the first of tied best samples
+    assert result.best is result.samples[best]
+    # U^2 = V of the best candidate (the mean of the V's when several candidates tie for the best reward)
+    tied = [i for i, r in enumerate(rewards) if r == max(rewards)]
+    torch.testing.assert_close(result.final_mean, noise[tied].mean(0))
+
+
+def test_vanishing_sigma_gives_the_greedy_response(model, tok):
+    query = _ids(tok, "a dog sat on")
+    greedy = model.generate(torch.tensor([query]), do_sample=False, max_new_tokens=8)[0, len(query) :].tolist()
+    result = _aisp(model, tok, sigma2=1e-12).search(query)[0]
+    assert all(s.completion_ids == greedy[: len(s.completion_ids)] for s in result.samples)
+    assert len({tuple(s.completion_ids) for s in result.samples}) == 1
+
+
+def test_adding_a_constant_to_all_rewards_changes_nothing(model, tok):
+    base_reward = letter_reward("a")
+    query = _ids(tok, "the cat")
+    base = _aisp(model, tok, base_reward).search(query)[0]
+    shifted = _aisp(model, tok, lambda texts: [r + 100.0 for r in base_reward(texts)]).search(query)[0]
+    assert [s.text for s in base.samples] == [s.text for s in shifted.samples]
+    torch.testing.assert_close(base.final_mean, shifted.final_mean)
+
+
+def test_aisp_moves_the_mean_and_changes_samples(model, tok):
+    result = _aisp(model, tok, n_iterations=3).search(_ids(tok, "the cat"))[0]
+    assert result.final_mean.abs().sum() > 0
+    assert len({s.text for s in result.samples}) > 1
+
+
+def test_seeded_runs_reproduce_and_leave_global_rngs_alone(model, tok):
+    torch.manual_seed(123)
+    random.seed(123)
+    np.random.seed(123)
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    queries = [_ids(tok, q) for q in QUERIES]
+    for cls, kw in ((AISPSampler, {"sigma2": 1.0, "n_iterations": 2}), (BestOfNSampler, {})):
+        first = cls(model, tok, letter_reward(), LengthSampler(4, 9, seed=1), 4, 7, **kw).search(queries)
+        second = cls(model, tok, letter_reward(), LengthSampler(4, 9, seed=1), 4, 7, **kw).search(queries)
+        assert [[s.text for s in r.samples] for r in first] == [[s.text for s in r.samples] for r in second]
+        other = cls(model, tok, letter_reward(), LengthSampler(4, 9, seed=1), 4, 8, **kw).search(queries)
+        assert [[s.text for s in r.samples] for r in first] != [[s.text for s in r.samples] for r in other]
+    assert torch.equal(states[0], torch.get_rng_state())
+    assert states[1] == random.getstate()
+    assert np.array_equal(states[2], np.random.get_state()[1])
+
+
+def test_batched_aisp_matches_one_prompt_at_a_time(model, tok):
+    queries = [_ids(tok, q) for q in ["the cat", "a dog sat on the mat and looked at the birds", "we", "the cat"]]
+    alone = _aisp(model, tok, prompt_batch_size=1, tau=6).search(queries)
+    batched = _aisp(model, tok, prompt_batch_size=4, tau=6).search(queries)
+    for a, b in zip(alone, batched, strict=True):
+        assert [s.text for s in a.samples] == [s.text for s in b.samples]
+        assert a.best_so_far == pytest.approx(b.best_so_far)
+        torch.testing.assert_close(a.final_mean, b.final_mean, atol=1e-5, rtol=1e-5)
+    # a prompt's stream comes from its tokens, not its slot: duplicates agree
+    assert [s.text for s in batched[0].samples] == [s.text for s in batched[3].samples]
+
+
+def test_batched_prompts_keep_their_own_horizons(model, tok):
+    queries = [_ids(tok, q) for q in QUERIES]
+    horizons = iter([3, 9, 5])
+    sampler = AISPSampler(model, tok, letter_reward(), lambda: next(horizons), 4, 0, n_iterations=2,
+                          sigma2=1.0, prompt_batch_size=3)  # fmt: skip
+    results = sampler.search(queries)
+    assert [r.horizon for r in results] == [3, 9, 5]
+    for r in results:
+        assert r.final_mean.shape[0] == r.horizon
+        assert all(len(s.completion_ids) <= r.horizon for s in r.samples)
+
+
+def test_length_sampler_is_drawn_once_per_query(model, tok):
+    calls = []
+
+    def length_sampler():
+        calls.append(1)
+        return 4
+
+    AISPSampler(model, tok, letter_reward(), length_sampler, 2, 0, n_iterations=3).generate(
+        [_ids(tok, q) for q in QUERIES]
+    )
+    assert len(calls) == len(QUERIES)
+
+
+def test_best_of_n_samples_differ_and_pick_the_best(model, tok):
+    sampler = BestOfNSampler(model, tok, letter_reward(), LengthSampler(8, 9), sample_size=8, seed=0)
+    result = sampler.search(_ids(tok, "the cat"))[0]
+    assert len({s.text for s in result.samples}) > 1
+    assert result.best.reward == max(s.reward for s in result.samples)
+
+
+def test_length_sampler_range_and_seed():
+    a = [LengthSampler(3, 6, seed=0)() for _ in range(50)]
+    sampler = LengthSampler(3, 6, seed=0)
+    b = [sampler() for _ in range(50)]
+    assert set(b) == {3, 4, 5} and len(set(a)) == 1
