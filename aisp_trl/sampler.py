@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from .config import AISPConfig
-from .hooks import find_output_layer, generation_model, perturb_prelogits
+from .hooks import find_output_layer, generation_model, perturb_prelogits, unwrap_model
 from .ops import ais_step, sample_prelogit_noise
 from .rewards import RewardFunction, as_reward_function
 
@@ -131,7 +131,13 @@ class _SamplerBase:
         self.model, self.tokenizer, self.length_sampler = model, tokenizer, length_sampler
         self.reward = as_reward_function(queries_to_scores)
         self.gen_config = generation_config
-        config = getattr(self.generator_model, "config", None) or getattr(find_output_layer(model), "config", None)
+        # a value-head wrapper (trl's old AutoModelForCausalLMWithValueHead style) may have neither `config` nor
+        # `generation_config`: read both from the model it wraps
+        inner = unwrap_model(model)
+        self.base_generation_config = getattr(self.generator_model, "generation_config", None) or getattr(
+            inner, "generation_config", None
+        )
+        config = getattr(self.generator_model, "config", None) or getattr(inner, "config", None)
         self.context_length = _context_length(config)
         self.vocab_size = find_output_layer(model).weight.shape[0]
 
@@ -210,7 +216,7 @@ class _SamplerBase:
                     f"`{key}` is set by the sampler (the horizon comes from `length_sampler`, one beam, one "
                     f"sequence per row); remove `{key}={generation_kwargs[key]!r}` from the generation kwargs."
                 )
-        config = copy.deepcopy(self.gen_config or self.generator_model.generation_config)
+        config = copy.deepcopy(self.gen_config or self.base_generation_config or GenerationConfig())
         asked_to_sample = generation_kwargs.pop("do_sample", False) or (self.gen_config and self.gen_config.do_sample)
         if asked_to_sample:  # the model's own default settings are overridden silently
             warnings.warn("AISP decodes greedily (paper, Appendix B); ignoring do_sample=True.", stacklevel=4)
@@ -516,7 +522,7 @@ class BestOfNSampler(_SamplerBase):
             )
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         if self.gen_config is None:  # BoN (top-p): the model's settings, with nucleus sampling switched on
-            self.gen_config = copy.deepcopy(self.generator_model.generation_config)
+            self.gen_config = copy.deepcopy(self.base_generation_config or GenerationConfig())
             self.gen_config.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)
         self.sample_size, self.n_candidates = sample_size, n_candidates
         self.seed = seed if seed is not None else secrets.randbits(63)

@@ -193,3 +193,16 @@ def test_length_sampler_range_and_seed():
     sampler = LengthSampler(3, 6, seed=0)
     b = [sampler() for _ in range(50)]
     assert set(b) == {3, 4, 5} and len(set(a)) == 1
+
+
+def test_samplers_run_through_a_value_head_wrapper(model, tok):
+    from _tiny import ValueHeadWrapper
+
+    query = _ids(tok, "the cat")
+    wrapped = ValueHeadWrapper(model)
+    for cls, kw in ((AISPSampler, {"sigma2": 1.0, "n_iterations": 2}), (BestOfNSampler, {})):
+        plain = cls(model, tok, letter_reward(), LengthSampler(6, 7), 4, 0, **kw).generate(query)
+        through = cls(wrapped, tok, letter_reward(), LengthSampler(6, 7), 4, 0, **kw).generate(query)
+        assert plain == through
+    with pytest.raises(ValueError, match="context of 128"):
+        AISPSampler(wrapped, tok, letter_reward(), LengthSampler(6, 7)).generate([3] * 125)

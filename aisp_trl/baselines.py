@@ -1,0 +1,337 @@
+"""Baselines of the paper with the samplers' interface: same constructor arguments, ``generate`` and ``search``.
+
+- `GaussianBestOfNSampler` — "BoN (N)": ``N`` greedy decodes with zero-mean Gaussian pre-logit noise, best by
+  reward. It is AISP with one iteration (the mean never moves), so it shares AISP's noise streams exactly.
+- `ARGSSampler` — ARGS-greedy (Khanov et al., ICLR 2024): at each step, score the top-k next tokens by
+  ``logit + w * reward(prompt, prefix + token)`` and take the best.
+- "BoN (top-p)" is `aisp_trl.BestOfNSampler` (trl's sampler).
+
+RE-Control (Kong et al., 2024: a value MLP on pre-logits trained from sampled (state, reward) pairs, then gradient
+ascent on ``u_t`` before each argmax) is out of scope for now: it needs a training stage that the other methods do
+not, and the paper's comparison with it relies on the authors' released value functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import GenerationConfig
+
+from .config import AISPConfig
+from .hooks import unwrap_model
+from .rewards import RewardFunction
+from .sampler import AISPResult, AISPSampler, QueryInput, Sample, _SamplerBase
+
+__all__ = ["ARGSSampler", "GaussianBestOfNSampler", "args_greedy_scores"]
+
+
+class GaussianBestOfNSampler(AISPSampler):
+    """ "BoN (N)": ``sample_size`` greedy decodes with pre-logit noise ``v_t ~ N(0, sigma2 I)``, best by reward.
+
+    The paper's Theorem 3.3 baseline: AISP with ``n_iterations=1`` — the mean stays at zero and the importance
+    weights never act — so for the same ``seed`` and ``sigma2`` its samples are exactly those of the first
+    iteration of an `AISPSampler` with ``sample_size`` samples per iteration. ``search`` reports ``ess = N``
+    (uniform) and ``final_mean = None``, as for `BestOfNSampler`.
+
+    Memory: a prompt's ``N`` decodes run as one batch of ``N`` rows (times ``prompt_batch_size`` prompts). There is
+    no option to split ``N`` into chunks: chunks would need separate noise draws, which would no longer match AISP's
+    stream. Lower ``prompt_batch_size`` (to 1) first; for a larger ``N`` than fits, run several samplers with
+    different seeds and keep the best.
+
+    Args:
+        model, tokenizer, queries_to_scores, length_sampler, seed, n_candidates, generation_config: as in
+            `AISPSampler` (trl's ``BestOfNSampler`` signature).
+        sample_size (`int`, defaults to 4): N, the number of noisy greedy decodes per query.
+        sigma2 (`float`, defaults to 0.5): the noise variance (the paper tunes it in [0.1, 1.0]).
+        prompt_batch_size (`int`, defaults to 1): queries decoded together (``prompt_batch_size * N`` rows).
+        show_progress (`bool`, defaults to False): a tqdm bar.
+
+    Example:
+        ```python
+        >>> bon = GaussianBestOfNSampler(model, tokenizer, queries_to_scores, LengthSampler(16, 17),
+        ...                              sample_size=32, sigma2=0.5, seed=0)
+        >>> bon.generate(tokenizer("The movie was").input_ids)  # [[best text]]
+        ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: RewardFunction | Callable[[list[str]], Sequence[float]],
+        length_sampler: Callable[[], int],
+        sample_size: int = 4,
+        seed: int | None = None,
+        n_candidates: int = 1,
+        generation_config: GenerationConfig | None = None,
+        *,
+        sigma2: float = 0.5,
+        prompt_batch_size: int = 1,
+        show_progress: bool = False,
+    ):
+        # one iteration: U^1 = 0 is the only mean used; lam and alpha only shape the (unused) update
+        super().__init__(
+            model,
+            tokenizer,
+            queries_to_scores,
+            length_sampler,
+            sample_size=sample_size,
+            seed=seed,
+            n_candidates=n_candidates,
+            generation_config=generation_config,
+            n_iterations=1,
+            sigma2=sigma2,
+            lam=1.0,
+            alpha=1.0,
+            prompt_batch_size=prompt_batch_size,
+            show_progress=show_progress,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: Any,
+        length_sampler: Any,
+        config: AISPConfig,
+        **kwargs: Any,
+    ) -> GaussianBestOfNSampler:
+        """BoN (N) with the budget of an AISP configuration: ``N = sample_size * n_iterations``, same ``sigma2``."""
+        return cls(
+            model,
+            tokenizer,
+            queries_to_scores,
+            length_sampler,
+            sample_size=config.total_samples,
+            seed=config.seed,
+            n_candidates=config.n_candidates,
+            sigma2=config.sigma2,
+            prompt_batch_size=config.prompt_batch_size,
+            **kwargs,
+        )
+
+    def search(
+        self,
+        tokenized_query: QueryInput,
+        prompts: list[str] | None = None,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
+    ) -> list[AISPResult]:
+        """Every sample with its reward, one `AISPResult` per query (a single iteration); see `AISPSampler.search`."""
+        results = super().search(
+            tokenized_query,
+            prompts=prompts,
+            skip_special_tokens=skip_special_tokens,
+            device=device,
+            **generation_kwargs,
+        )
+        for result in results:
+            # best-of-n keeps no weights and no mean: report them as BestOfNSampler does
+            result.ess = [float(self.config.sample_size)]
+            result.final_mean = None
+        return results
+
+
+class ARGSSampler(_SamplerBase):
+    """ARGS-greedy (Khanov et al., 2024): reward-guided greedy decoding over the top-k next tokens.
+
+    At each step ``t`` (up to the horizon from ``length_sampler``, or until EOS) it takes the ``top_k`` tokens with
+    the highest logits, scores each extended prefix ``y_<t + token`` with the reward function (the decoded text,
+    as the samplers score full responses), and appends the token maximising ``logit + weight * reward``. With
+    ``weight = 0`` this is plain greedy decoding. Deterministic; one sample per query. The model runs with its key-
+    value cache, one query at a time; ``top_k`` reward calls are made per generated token (in one batched call).
+
+    The logits are the model's raw next-token logits: logits processors from the generation config (repetition
+    penalty, bad words, ...) are not applied.
+
+    Args:
+        model, tokenizer, queries_to_scores, length_sampler, generation_config: as in `AISPSampler`; the
+            generation config only supplies the EOS token(s).
+        top_k (`int`, defaults to 32): candidates per step (the paper sets it to 32, AISP's n).
+        weight (`float`, defaults to 1.0): ``w``, the weight of the reward (the paper tunes it in 1e-5 .. 1e3,
+            depending on the reward's scale).
+        seed (`int`, *optional*): accepted for API compatibility; ARGS-greedy draws nothing.
+        n_candidates (`int`, defaults to 1): must be 1 (one response per query).
+        show_progress (`bool`, defaults to False): a tqdm bar over queries.
+
+    Example:
+        ```python
+        >>> args = ARGSSampler(model, tokenizer, queries_to_scores, LengthSampler(16, 17), top_k=32, weight=1.0)
+        >>> args.generate(tokenizer("The movie was").input_ids)  # [[text]]
+        ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: RewardFunction | Callable[[list[str]], Sequence[float]],
+        length_sampler: Callable[[], int],
+        top_k: int = 32,
+        weight: float = 1.0,
+        seed: int | None = None,
+        n_candidates: int = 1,
+        generation_config: GenerationConfig | None = None,
+        *,
+        show_progress: bool = False,
+    ):
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"`top_k` must be an integer >= 1, got {top_k!r}; the paper uses 32.")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise ValueError(f"`weight` must be a finite number, got {weight!r}; 0 gives plain greedy decoding.")
+        if n_candidates != 1:
+            raise ValueError(
+                f"`n_candidates` must be 1 for ARGS-greedy, which decodes one response per query; got {n_candidates!r}."
+            )
+        super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
+        self.top_k, self.weight, self.seed = top_k, float(weight), seed
+        self.n_candidates, self.show_progress = 1, show_progress
+        self.forward_model = unwrap_model(model)
+        self.cache_kwarg = _cache_kwarg(self.forward_model)
+
+    def generate(
+        self,
+        tokenized_query: QueryInput,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
+    ) -> list[list[str]]:
+        """Per query, a one-element list with the decoded text (query included), as trl's sampler returns.
+
+        ``generation_kwargs`` are not supported (ARGS runs its own decoding loop) and raise if given.
+        """
+        results = self.search(
+            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
+        )
+        return [[r.best.text] for r in results]
+
+    def search(
+        self,
+        tokenized_query: QueryInput,
+        prompts: list[str] | None = None,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
+    ) -> list[AISPResult]:
+        """Decodes each query with ARGS-greedy; one `AISPResult` per query holding its single sample.
+
+        Args:
+            tokenized_query, skip_special_tokens, device: see `AISPSampler.generate`.
+            prompts (`list[str]`, *optional*): the prompt text the reward function sees; defaults to the decoded query.
+        """
+        if generation_kwargs:
+            raise ValueError(
+                f"`ARGSSampler` runs its own decoding loop and takes no generation kwargs, got "
+                f"{sorted(generation_kwargs)}; remove them (the horizon comes from `length_sampler`)."
+            )
+        from tqdm.auto import tqdm
+
+        queries = self._parse_queries(tokenized_query)
+        prompt_texts = self._prompt_texts(queries, prompts)
+        horizons = [self._draw_horizon() for _ in queries]
+        self._check_context(queries, horizons)
+        device = self._device(device)
+        # a value-head wrapper may lack generation_config: fall back to the unwrapped model's
+        config = self.gen_config or getattr(self.generator_model, "generation_config", None)
+        eos = self._eos_ids(config or self.forward_model.generation_config)
+        results = []
+        for query, prompt, tau in tqdm(
+            list(zip(queries, prompt_texts, horizons, strict=True)), desc="ARGS", disable=not self.show_progress
+        ):
+            completion = self._decode(query, prompt, tau, eos, device, skip_special_tokens)
+            texts, completions, rewards = self._score([query], [prompt], [completion], skip_special_tokens)
+            reward = float(rewards[0])
+            results.append(
+                AISPResult(
+                    prompt=prompt,
+                    query_ids=query,
+                    horizon=tau,
+                    samples=[Sample(texts[0], completions[0], completion, reward, 1, 0)],
+                    mean_reward=[reward],
+                    best_reward=[reward],
+                    best_so_far=[reward],
+                    ess=[1.0],
+                )
+            )
+        return results
+
+    @torch.no_grad()
+    def _decode(
+        self, query: list[int], prompt: str, horizon: int, eos: set[int], device: torch.device, skip_special: bool
+    ) -> list[int]:
+        """The ARGS-greedy loop for one query; returns the completion ids (EOS kept, at most ``horizon``)."""
+        input_ids = torch.tensor([query], dtype=torch.long, device=device)  # (1, L_q) prefill, then (1, 1)
+        cache: Any = None
+        completion: list[int] = []
+        while len(completion) < horizon:
+            logits, cache = self._next_logits(input_ids, cache, len(query) + len(completion))
+            token = self._choose(logits, query, prompt, completion, skip_special)
+            completion.append(token)
+            if token in eos:
+                break
+            input_ids = torch.tensor([[token]], dtype=torch.long, device=device)
+        return completion
+
+    def _next_logits(self, input_ids: Tensor, cache: Any, length: int) -> tuple[Tensor, Any]:
+        """One forward step with the key-value cache; returns the last position's logits `(V,)` and the cache."""
+        attention_mask = torch.ones((1, length), dtype=torch.long, device=input_ids.device)
+        kwargs: dict[str, Any] = {"use_cache": True}
+        if cache is not None:
+            kwargs[self.cache_kwarg] = cache
+        output = self.forward_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        new_cache = output.get("cache") if "cache" in output else output.get("past_key_values")
+        return output.logits[0, -1].float(), new_cache
+
+    def _choose(self, logits: Tensor, query: list[int], prompt: str, completion: list[int], skip_special: bool) -> int:
+        """``argmax`` over the top-k tokens of ``logit + weight * reward``; plain argmax when ``weight == 0``."""
+        if self.weight == 0.0:
+            return int(logits.argmax())
+        k = min(self.top_k, logits.shape[-1])
+        top_logits, top_tokens = torch.topk(logits, k)  # (k,), (k,)
+        candidates = [completion + [int(t)] for t in top_tokens]
+        _, _, rewards = self._score([query] * k, [prompt] * k, candidates, skip_special)
+        scores = args_greedy_scores(top_logits.double().cpu(), rewards, self.weight)
+        if not torch.isfinite(scores).any():
+            raise ValueError(
+                f"the reward function `{self.reward.name}` returned no finite score for any of the {k} candidate "
+                "tokens; make it return finite floats."
+            )
+        return int(top_tokens[int(_first_argmax(scores))])
+
+
+def args_greedy_scores(logits: Tensor, rewards: Tensor, weight: float) -> Tensor:
+    """ARGS's score of each candidate token: ``logit + weight * reward``; non-finite rewards score ``-inf``.
+
+    Args:
+        logits (`torch.Tensor` of shape `(k,)`): the candidates' next-token logits.
+        rewards (`torch.Tensor` of shape `(k,)`): the reward of the prefix extended by each candidate.
+        weight (`float`): ``w``.
+
+    Returns:
+        `torch.Tensor` of shape `(k,)`, float64.
+    """
+    logits, rewards = logits.to(torch.float64), rewards.to(torch.float64)
+    scores = logits + weight * rewards
+    return torch.where(torch.isfinite(rewards), scores, torch.full_like(scores, -torch.inf))
+
+
+def _first_argmax(values: Tensor) -> int:
+    """Index of the first maximum (ties go to the earlier, i.e. higher-logit, candidate)."""
+    return int((values == values.max()).nonzero()[0, 0])
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """The forward's name for the key-value cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        parameters = inspect.signature(target.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"

