@@ -196,22 +196,6 @@ class ARGSSampler(_SamplerBase):
         self.forward_model = unwrap_model(model)
         self.cache_kwarg = _cache_kwarg(self.forward_model)
 
-    def generate(
-        self,
-        tokenized_query: QueryInput,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
-    ) -> list[list[str]]:
-        """Per query, a one-element list with the decoded text (query included), as trl's sampler returns.
-
-        ``generation_kwargs`` are not supported (ARGS runs its own decoding loop) and raise if given.
-        """
-        results = self.search(
-            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
-        )
-        return [[r.best.text] for r in results]
-
     def search(
         self,
         tokenized_query: QueryInput,

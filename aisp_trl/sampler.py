@@ -141,6 +141,36 @@ class _SamplerBase:
         self.context_length = _context_length(config)
         self.vocab_size = find_output_layer(model).weight.shape[0]
 
+    n_candidates: int = 1
+
+    def generate(
+        self,
+        tokenized_query: QueryInput,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
+    ) -> list[list[str]]:
+        """trl's contract: per query, the ``n_candidates`` best decoded texts (query included), best first.
+
+        Args:
+            tokenized_query (`list[int]`, 1-D `torch.Tensor`, `list[torch.Tensor]` or `list[list[int]]`):
+                one query or several.
+            skip_special_tokens (`bool`, defaults to True): passed to the tokenizer's decode.
+            device (`str` or `torch.device`, *optional*): where inputs go; defaults to the model's device.
+            **generation_kwargs: passed to ``model.generate``.
+
+        Returns:
+            `list[list[str]]`: one inner list of ``n_candidates`` texts per query.
+        """
+        results = self.search(
+            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
+        )
+        return [[s.text for s in r.top(self.n_candidates)] for r in results]
+
+    def search(self, tokenized_query: QueryInput, prompts: list[str] | None = None, **kwargs: Any) -> list[AISPResult]:
+        """Every sample with its reward, one `AISPResult` per query; see the subclasses."""
+        raise NotImplementedError
+
     # -- inputs ---------------------------------------------------------------------------------------------
     def _parse_queries(self, tokenized_query: QueryInput) -> list[list[int]]:
         """The four forms trl accepted: list[int], 1-D tensor, list[Tensor], list[list[int]]."""
@@ -324,7 +354,7 @@ class AISPSampler(_SamplerBase):
         )
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.seed = seed if seed is not None else secrets.randbits(63)
-        self.show_progress = show_progress
+        self.n_candidates, self.show_progress = n_candidates, show_progress
 
     @classmethod
     def from_config(
@@ -352,30 +382,6 @@ class AISPSampler(_SamplerBase):
             prompt_batch_size=config.prompt_batch_size,
             **kwargs,
         )
-
-    def generate(
-        self,
-        tokenized_query: QueryInput,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
-    ) -> list[list[str]]:
-        """Runs AISP on each query; returns, per query, the ``n_candidates`` best decoded texts (query included).
-
-        Args:
-            tokenized_query (`list[int]`, 1-D `torch.Tensor`, `list[torch.Tensor]` or `list[list[int]]`):
-                one query or several.
-            skip_special_tokens (`bool`, defaults to True): passed to the tokenizer's decode.
-            device (`str` or `torch.device`, *optional*): where inputs go; defaults to the model's device.
-            **generation_kwargs: passed to ``model.generate`` (the sampler sets length, greedy and beams).
-
-        Returns:
-            `list[list[str]]`: one inner list of ``n_candidates`` texts per query, best first.
-        """
-        results = self.search(
-            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
-        )
-        return [[s.text for s in r.top(self.config.n_candidates)] for r in results]
 
     def search(
         self,
@@ -527,19 +533,6 @@ class BestOfNSampler(_SamplerBase):
         self.sample_size, self.n_candidates = sample_size, n_candidates
         self.seed = seed if seed is not None else secrets.randbits(63)
 
-    def generate(
-        self,
-        tokenized_query: QueryInput,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
-    ) -> list[list[str]]:
-        """Same contract as trl: per query, the ``n_candidates`` best of ``sample_size`` decoded texts."""
-        results = self.search(
-            tokenized_query, skip_special_tokens=skip_special_tokens, device=device, **generation_kwargs
-        )
-        return [[s.text for s in r.top(self.n_candidates)] for r in results]
-
     def search(
         self,
         tokenized_query: QueryInput,
@@ -613,18 +606,6 @@ class GreedySampler(_SamplerBase):
             raise ValueError(f"`prompt_batch_size` must be an integer >= 1, got {prompt_batch_size!r}.")
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.prompt_batch_size = prompt_batch_size
-
-    def generate(
-        self,
-        tokenized_query: QueryInput,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
-    ) -> list[list[str]]:
-        """Per query, a one-element list with the greedy decoded text (query included)."""
-        results = self.search(tokenized_query, skip_special_tokens=skip_special_tokens, device=device,
-                              **generation_kwargs)  # fmt: skip
-        return [[r.best.text] for r in results]
 
     def search(
         self,
