@@ -33,7 +33,7 @@ class AISPConfig:
         metadata={"help": "sigma^2: variance of the Gaussian pre-logit noise v_t ~ N(u_t, sigma^2 I)."},
     )
     lam: float = field(
-        default=0.1,
+        default=0.3,
         metadata={
             "help": "lambda > 0: temperature of the importance weights exp(r / lambda). Small values "
             "approach best-of-n (Theorem 3.3); choose it on the scale of your reward's spread."

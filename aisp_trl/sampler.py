@@ -337,7 +337,7 @@ class AISPSampler(_SamplerBase):
         *,
         n_iterations: int = 4,
         sigma2: float = 0.5,
-        lam: float = 0.1,
+        lam: float = 0.3,
         alpha: float = 0.999,
         prompt_batch_size: int = 1,
         show_progress: bool = False,
