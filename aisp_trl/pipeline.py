@@ -1,0 +1,583 @@
+"""The generation pipeline: AISP over a prompt set, sharded with accelerate, resumable, then datasets and reports.
+
+[`run_generation`] splits the pending prompts between processes (``split_between_processes``), runs batched AISP
+per process, records the base model's plain greedy response next to AISP's samples, appends one JSON record per
+prompt to ``output_dir/shards/records-{rank:05d}.jsonl`` after each prompt batch, and gathers the records
+(``gather_object``). A killed run resumes: prompts whose records are on disk are skipped, none is written twice.
+Each prompt's noise stream is derived from the seed and its token ids, so the records do not depend on how the
+prompts were split or resumed (exactly so with ``prompt_batch_size=1``; up to padding noise otherwise).
+
+Example:
+    ```python
+    >>> from aisp_trl import AISPConfig
+    >>> from aisp_trl.models import load_model_and_tokenizer
+    >>> from aisp_trl.pipeline import build_reward, run_generation
+    >>> model, tokenizer = load_model_and_tokenizer()
+    >>> records = run_generation(model, tokenizer, build_reward("vader"), ["Describe a rainy day."],
+    ...                          AISPConfig(sample_size=8, n_iterations=4, seed=0), "aisp-out", max_new_tokens=32)
+    >>> records[0]["best"]["completion"], records[0]["greedy"]["completion"]
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import AISPConfig
+from .data import (
+    BUILTIN,
+    DATASET_FORMATS,
+    FRAMINGS,
+    PREPROCESSINGS,
+    REJECTED_CHOICES,
+    Prompt,
+    load_prompts,
+    prompt_text,
+    render_prompt,
+    resolve_framing,
+)
+from .hooks import generation_model
+from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward, as_reward_function
+from .sampler import AISPSampler, LengthSampler
+
+logger = logging.getLogger(__name__)
+
+SHARD_DIR = "shards"
+RECORDS_FILE = "records.jsonl"
+RUN_FILE = "aisp_run.json"
+_AISP_FIELDS = ("sample_size", "n_iterations", "sigma2", "lam", "alpha", "prompt_batch_size")
+_AISP_DEFAULTS = {f.name: f.default for f in fields(AISPConfig)}
+_AISP_HELP = {f.name: dict(f.metadata) for f in fields(AISPConfig)}
+
+
+@dataclass
+class AISPGenerationArguments:
+    """Arguments of the AISP generation step of the recipes (prompts, reward, AISP, datasets).
+
+    Field names avoid those of trl's ``SFTConfig`` / ``DPOConfig`` / ``ModelConfig`` so that the three parse
+    together with ``TrlParser`` (hence ``generation_dir`` and ``aisp_seed`` rather than ``output_dir`` / ``seed``).
+    """
+
+    generation_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the generation shards, records and datasets; defaults to `<output_dir>/aisp`."},
+    )
+    prompt_source: str = field(
+        default=BUILTIN,
+        metadata={
+            "help": "'builtin', a .json/.jsonl file, a folder saved with save_to_disk, or a Hugging Face dataset "
+            "(e.g. Anthropic/hh-rlhf, stanfordnlp/SHP)."
+        },
+    )
+    prompt_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    prompt_split: str = field(default="train", metadata={"help": "Dataset split to read prompts from."})
+    prompt_column: str = field(
+        default="prompt",
+        metadata={"help": "Column with the prompt (string or list of messages); `messages` is tried next."},
+    )
+    prompt_preprocessing: str = field(
+        default="auto",
+        metadata={"help": f"One of {PREPROCESSINGS}: HH-RLHF / SHP preparation of paper App. C.3, or none."},
+    )
+    prompt_shuffle_seed: int | None = field(
+        default=None, metadata={"help": "Shuffle the prompts with this seed before selecting them."}
+    )
+    max_prompts: int | None = field(
+        default=16, metadata={"help": "Prompts to generate for (training prompts); None takes all but the held-out."}
+    )
+    num_eval_prompts: int = field(
+        default=8, metadata={"help": "Held-out prompts (after the training ones) for the greedy evaluation."}
+    )
+    framing: str = field(
+        default="auto",
+        metadata={
+            "help": f"One of {FRAMINGS}: the tokenizer's chat template, the App. C.3 begin/finish words "
+            "('user': 'User:'/'Assistant:' for Llama and Gemma, 'human': 'Human:'/'Assistant:' for Vicuna), the raw "
+            "text, or auto (chat template if the tokenizer has one, else 'user')."
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "Keep at most this many prompt tokens (the last ones), as in App. C.3."}
+    )
+    max_new_tokens: int = field(default=32, metadata={"help": "tau: new tokens per response (AISP and greedy)."})
+    reward: str = field(
+        default="vader",
+        metadata={"help": "'vader' (VADER sentiment of the response) or a sequence-classification reward model path."},
+    )
+    reward_max_length: int = field(default=1024, metadata={"help": "Token limit of the reward model's inputs."})
+    # AISP hyper-parameters: defaults and help come from `AISPConfig`, so the two never drift apart
+    sample_size: int = field(default=_AISP_DEFAULTS["sample_size"], metadata=_AISP_HELP["sample_size"])
+    n_iterations: int = field(default=_AISP_DEFAULTS["n_iterations"], metadata=_AISP_HELP["n_iterations"])
+    sigma2: float = field(default=_AISP_DEFAULTS["sigma2"], metadata=_AISP_HELP["sigma2"])
+    lam: float = field(default=_AISP_DEFAULTS["lam"], metadata=_AISP_HELP["lam"])
+    alpha: float = field(default=_AISP_DEFAULTS["alpha"], metadata=_AISP_HELP["alpha"])
+    prompt_batch_size: int = field(default=4, metadata={"help": "Batched AISP: prompts per batch and process."})
+    aisp_seed: int | None = field(
+        default=0, metadata={"help": "Seed of the AISP noise (a fixed seed makes a resumed run reproducible)."}
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata={
+            "help": f"One of {DATASET_FORMATS} or auto (conversational with a chat template framing, else standard)."
+        },
+    )
+    rejected: str = field(
+        default="worst",
+        metadata={"help": f"Preference pairs: rejected response, one of {REJECTED_CHOICES} (chosen = AISP's best)."},
+    )
+    drop_nonpositive_margin: bool = field(
+        default=True, metadata={"help": "Drop preference pairs whose reward margin (chosen - rejected) is <= 0."}
+    )
+    eval_batch_size: int = field(default=8, metadata={"help": "Prompts per greedy-evaluation batch."})
+    push_dataset_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub dataset repository id to push the generated dataset to."}
+    )
+
+    def __post_init__(self) -> None:
+        self.aisp_config()  # validates the AISP fields, naming the bad one
+        choices = {
+            "prompt_preprocessing": PREPROCESSINGS,
+            "framing": FRAMINGS,
+            "dataset_format": (*DATASET_FORMATS, "auto"),
+            "rejected": REJECTED_CHOICES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        for name, low in (("max_new_tokens", 1), ("num_eval_prompts", 0), ("eval_batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        for name in ("max_prompts", "max_prompt_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be an integer >= 1 or None, got {value!r}.")
+
+    def aisp_config(self) -> AISPConfig:
+        """The `AISPConfig` of these arguments."""
+        return AISPConfig(**{name: getattr(self, name) for name in _AISP_FIELDS}, seed=self.aisp_seed)
+
+    def output_path(self, output_dir: str | os.PathLike) -> Path:
+        """``generation_dir``, or ``<output_dir>/aisp`` when it is unset."""
+        return Path(self.generation_dir) if self.generation_dir else Path(output_dir) / "aisp"
+
+    def resolved_dataset_format(self, tokenizer: Any) -> str:
+        """``dataset_format``, with ``"auto"`` resolved from the framing."""
+        if self.dataset_format != "auto":
+            return self.dataset_format
+        return "conversational" if resolve_framing(self.framing, tokenizer) == "chat_template" else "standard"
+
+    def load_prompts(self) -> tuple[list[Prompt], list[Prompt]]:
+        """The training prompts (``max_prompts``) and the held-out ones (the next ``num_eval_prompts``)."""
+        limit = None if self.max_prompts is None else self.max_prompts + self.num_eval_prompts
+        prompts = load_prompts(
+            self.prompt_source,
+            config=self.prompt_config,
+            split=self.prompt_split,
+            prompt_column=self.prompt_column,
+            preprocessing=self.prompt_preprocessing,
+            max_prompts=limit,
+            shuffle_seed=self.prompt_shuffle_seed,
+        )
+        n_train = self.max_prompts if self.max_prompts is not None else len(prompts) - self.num_eval_prompts
+        if n_train < 1 or n_train >= len(prompts) and self.num_eval_prompts:
+            raise ValueError(
+                f"`prompt_source` {self.prompt_source!r} has {len(prompts)} prompts, too few for max_prompts="
+                f"{self.max_prompts} plus num_eval_prompts={self.num_eval_prompts}; lower them."
+            )
+        train, held_out = prompts[:n_train], prompts[n_train : n_train + self.num_eval_prompts]
+        if len(held_out) < self.num_eval_prompts:
+            logger.warning("Only %d held-out prompts (asked for %d).", len(held_out), self.num_eval_prompts)
+        return train, held_out
+
+    def run_info(self) -> dict[str, Any]:
+        """The generation settings, as recorded in reports and dataset cards."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "push_dataset_to_hub"}
+
+
+def build_reward(
+    spec: str | RewardFunction, device: str | torch.device | None = None, max_length: int = 1024
+) -> RewardFunction:
+    """A reward from its name: ``"vader"``, or the path / Hub id of a sequence-classification reward model.
+
+    Args:
+        spec (`str` or `RewardFunction`): ``"vader"``, a reward-model path, or an adapter (returned as is).
+        device (`str` or `torch.device`, *optional*): where the reward model goes.
+        max_length (`int`, defaults to 1024): token limit of the reward model's inputs (paper App. C.3).
+    """
+    if not isinstance(spec, str):
+        return as_reward_function(spec)
+    if spec.lower() == "vader":
+        return VaderSentimentReward()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(spec)
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except OSError as error:
+        raise ValueError(
+            f"`reward` {spec!r} is neither 'vader' nor a loadable sequence-classification reward model ({error}); "
+            "pass 'vader' or the folder of an AutoModelForSequenceClassification checkpoint."
+        ) from error
+    if device is not None:
+        model.to(device)
+    return SequenceClassifierReward(model, tokenizer, max_length=max_length)
+
+
+def tokenize_prompts(
+    tokenizer: Any, prompts: Sequence[Prompt], framing: str = "auto", max_prompt_length: int | None = None
+) -> tuple[list[str], list[list[int]]]:
+    """Framed prompt texts and their token ids (the last ``max_prompt_length`` tokens when set)."""
+    queries = [render_prompt(tokenizer, p, framing) for p in prompts]
+    has_template = resolve_framing(framing, tokenizer) == "chat_template"
+    ids = [tokenizer(q, add_special_tokens=not has_template).input_ids for q in queries]
+    if max_prompt_length is not None:
+        ids = [q[-max_prompt_length:] for q in ids]
+    return queries, ids
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: nn.Module, tokenizer: Any, query_ids: Sequence[list[int]], max_new_tokens: int, batch_size: int = 8
+) -> list[list[int]]:
+    """Plain greedy decoding (the base model's response), left-padded batches; returns completion ids.
+
+    Each completion stops after its first EOS token (kept) or ``max_new_tokens`` tokens.
+    """
+    generator = generation_model(model)
+    device = next(model.parameters()).device
+    config = generator.generation_config
+    eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    completions: list[list[int]] = []
+    for start in range(0, len(query_ids), batch_size):
+        rows = query_ids[start : start + batch_size]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+        output = generator.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        for row in output[:, width:].tolist():
+            stop = next((t + 1 for t, token in enumerate(row) if token in eos_ids), len(row))
+            completions.append(row[:stop])
+    return completions
+
+
+def _score_greedy(
+    tokenizer: Any, reward: RewardFunction, reward_prompts: list[str], query_ids: list[list[int]], completion_ids
+) -> list[dict[str, Any]]:
+    texts = [tokenizer.decode(q + c, skip_special_tokens=True) for q, c in zip(query_ids, completion_ids, strict=True)]
+    completions = [tokenizer.decode(c, skip_special_tokens=True) for c in completion_ids]
+    rewards = reward(reward_prompts, completions, texts)
+    return [
+        {"completion": c, "completion_ids": ids, "reward": float(r)}
+        for c, ids, r in zip(completions, completion_ids, rewards.tolist(), strict=True)
+    ]
+
+
+def default_state() -> PartialState:
+    """The process group of ``accelerate launch`` (or a single process).
+
+    On a machine without an accelerator the state is created with ``cpu=True``, so that ``accelerate launch
+    --multi_gpu --num_processes N`` there runs N gloo processes (accelerate's CPU multi-process mode). An already
+    initialised state (e.g. by ``TrainingArguments``: pass ``use_cpu=True`` there for CPU processes) is returned as is.
+    """
+    return PartialState(cpu=not torch.accelerator.is_available())
+
+
+# -- shards ------------------------------------------------------------------------------------------------------
+def shard_path(output_dir: str | os.PathLike, rank: int) -> Path:
+    """``output_dir/shards/records-{rank:05d}.jsonl``."""
+    return Path(output_dir) / SHARD_DIR / f"records-{rank:05d}.jsonl"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Reads records, skipping a truncated last line (a run killed while writing)."""
+    records = []
+    lines = path.read_text().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # only the last line may be cut short
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON; delete the file to regenerate it.") from None
+    return records
+
+
+def _repair_shard(path: Path) -> None:
+    """Cuts a shard after its last complete line, so that appends start on a fresh line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def load_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records in ``output_dir``'s shards, one per prompt id, sorted by prompt id."""
+    by_id: dict[int, dict[str, Any]] = {}
+    for path in sorted((Path(output_dir) / SHARD_DIR).glob("records-*.jsonl")):
+        for record in _read_jsonl(path):
+            by_id.setdefault(int(record["prompt_id"]), record)
+    return [by_id[i] for i in sorted(by_id)]
+
+
+def _run_settings(aisp_config: AISPConfig, max_new_tokens: int, framing: str, max_prompt_length: int | None) -> dict:
+    return {
+        "aisp": asdict(aisp_config),
+        "max_new_tokens": max_new_tokens,
+        "framing": framing,
+        "max_prompt_length": max_prompt_length,
+    }
+
+
+def _check_resume(path: Path, settings: dict[str, Any]) -> None:
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    if previous != settings:
+        raise ValueError(
+            f"`output_dir` {str(path.parent)!r} holds a run with other settings ({previous}) than this one "
+            f"({settings}); resume with the same settings or use a fresh `output_dir`."
+        )
+
+
+def run_generation(
+    model: nn.Module,
+    tokenizer: Any,
+    reward: RewardFunction | Any,
+    prompts: Sequence[Prompt],
+    aisp_config: AISPConfig,
+    output_dir: str | os.PathLike,
+    accelerator: Any | None = None,
+    *,
+    max_new_tokens: int = 32,
+    framing: str = "auto",
+    max_prompt_length: int | None = None,
+    greedy_batch_size: int | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Runs AISP on every prompt exactly once, sharded over processes and resumable; returns all records.
+
+    Args:
+        model (`PreTrainedModel`): the causal LM (on this process's device).
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer, with a pad token.
+        reward (`RewardFunction` or `Callable[[list[str]], list[float]]`): the reward, see `aisp_trl.rewards`.
+        prompts (`Sequence[str | list[dict]]`): prompt strings or conversations; prompt id = position.
+        aisp_config (`AISPConfig`): n, kappa, sigma2, lambda, alpha, prompt_batch_size and seed. A ``None`` seed is
+            drawn once and stored, so that a resumed run continues with the same one.
+        output_dir (`str` or `os.PathLike`): where ``shards/records-{rank:05d}.jsonl``, ``aisp_run.json`` (settings)
+            and the merged ``records.jsonl`` go.
+        accelerator (`Accelerator` or `PartialState`, *optional*): the process group; defaults to
+            [`default_state`] (a single process unless launched with ``accelerate launch``).
+        max_new_tokens (`int`, defaults to 32): tau, the new tokens of AISP and of the greedy response.
+        framing (`str`, defaults to `"auto"`): how prompts are framed, see `aisp_trl.data.render_prompt`.
+        max_prompt_length (`int`, *optional*): keep the last ``max_prompt_length`` prompt tokens.
+        greedy_batch_size (`int`, *optional*): batch of the greedy decodes; defaults to ``prompt_batch_size``.
+        show_progress (`bool`, defaults to True): a tqdm bar on the main process.
+
+    Returns:
+        `list[dict]`: one record per prompt, sorted by ``prompt_id``: ``AISPResult.to_dict()`` (``prompt`` is the
+        text the reward saw, ``samples``, ``best``, curves, ESS) plus ``prompt_id``, ``prompt_input`` (the prompt as
+        given), ``query`` (the framed text the model saw) and ``greedy`` (``completion``, ``completion_ids``,
+        ``reward`` of the base model's greedy response). The same list on every process.
+    """
+    state = accelerator if accelerator is not None else default_state()
+    output_dir = Path(output_dir)
+    reward = as_reward_function(reward)
+    if not prompts:
+        raise ValueError("`prompts` is empty; pass at least one prompt.")
+    queries, query_ids = tokenize_prompts(tokenizer, prompts, framing, max_prompt_length)
+    reward_prompts = [prompt_text(p) for p in prompts]
+
+    # The seed: the stored one when resuming, else the given one, else one drawn on the main process.
+    run_file = output_dir / RUN_FILE
+    seed = [aisp_config.seed]
+    if seed[0] is None:
+        stored = json.loads(run_file.read_text())["aisp"]["seed"] if run_file.is_file() else None
+        seed = [stored if stored is not None else secrets.randbits(63)]
+        broadcast_object_list(seed)
+    config = AISPConfig(**{**asdict(aisp_config), "seed": seed[0]})
+    settings = _run_settings(config, max_new_tokens, framing, max_prompt_length)
+    _check_resume(run_file, settings)
+
+    # Resume: repair our own shard, then (after everyone has) read every shard; skip the prompt ids on disk.
+    own_shard = shard_path(output_dir, state.process_index)
+    own_shard.parent.mkdir(parents=True, exist_ok=True)
+    _repair_shard(own_shard)
+    state.wait_for_everyone()
+    done = {r["prompt_id"]: r for r in load_records(output_dir) if r["prompt_id"] < len(prompts)}
+    for prompt_id, record in done.items():
+        if record["query"] != queries[prompt_id]:
+            raise ValueError(
+                f"`output_dir` {str(output_dir)!r} holds a record for prompt {prompt_id} with another prompt "
+                f"({record['query']!r:.60}) than now ({queries[prompt_id]!r:.60}); keep the prompt list (and order) "
+                "of the interrupted run, or use a fresh `output_dir`."
+            )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        run_file.write_text(json.dumps(settings, indent=2))
+    pending = [i for i in range(len(prompts)) if i not in done]
+
+    sampler = AISPSampler.from_config(
+        model, tokenizer, reward, LengthSampler(max_new_tokens, max_new_tokens + 1), config
+    )
+    batch_size = config.prompt_batch_size
+    new_records: list[dict[str, Any]] = []
+    with state.split_between_processes(pending) as mine:
+        # Batched AISP: sort by token length (paper 5.3), then fixed batches, flushed to the shard one by one.
+        order = sorted(mine, key=lambda i: (len(query_ids[i]), i))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        progress = tqdm(
+            total=len(order),
+            desc=f"AISP ({len(done)} done before)" if done else "AISP",
+            unit="prompt",
+            disable=not (show_progress and state.is_main_process),
+        )
+        with progress, own_shard.open("a") as shard:
+            for batch in batches:
+                results = sampler.search([query_ids[i] for i in batch], prompts=[reward_prompts[i] for i in batch])
+                greedy_ids = greedy_generate(
+                    model, tokenizer, [query_ids[i] for i in batch], max_new_tokens, greedy_batch_size or batch_size
+                )
+                greedy = _score_greedy(
+                    tokenizer, reward, [reward_prompts[i] for i in batch], [query_ids[i] for i in batch], greedy_ids
+                )
+                for prompt_id, result, base in zip(batch, results, greedy, strict=True):
+                    record = {
+                        "prompt_id": prompt_id,
+                        "prompt_input": prompts[prompt_id],
+                        "query": queries[prompt_id],
+                        **result.to_dict(),
+                        "greedy": base,
+                    }
+                    shard.write(json.dumps(record) + "\n")
+                    new_records.append(record)
+                shard.flush()
+                os.fsync(shard.fileno())
+                progress.update(len(batch))
+
+    gathered = gather_object(new_records) if state.num_processes > 1 else new_records
+    merged = dict(done)
+    for record in gathered:
+        merged.setdefault(record["prompt_id"], record)
+    missing = sorted(set(range(len(prompts))) - set(merged))
+    if missing:
+        raise RuntimeError(f"prompts {missing[:10]} have no record after generation; rerun to resume.")
+    records = [merged[i] for i in range(len(prompts))]
+    if state.is_main_process:
+        with (output_dir / RECORDS_FILE).open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    state.wait_for_everyone()
+    return records
+
+
+# -- evaluation and reports ------------------------------------------------------------------------------------
+def evaluate_greedy(
+    model: nn.Module,
+    tokenizer: Any,
+    reward: RewardFunction | Any,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 32,
+    *,
+    framing: str = "auto",
+    max_prompt_length: int | None = None,
+    batch_size: int = 8,
+    accelerator: Any | None = None,
+) -> dict[str, Any]:
+    """Greedy responses of ``model`` on ``prompts`` and their rewards, sharded over processes.
+
+    Returns:
+        `dict`: ``mean_reward`` and per prompt (in order) ``rewards`` and ``completions``; the same on every process.
+    """
+    state = accelerator if accelerator is not None else default_state()
+    reward = as_reward_function(reward)
+    if not prompts:
+        return {"mean_reward": float("nan"), "rewards": [], "completions": []}
+    _, query_ids = tokenize_prompts(tokenizer, prompts, framing, max_prompt_length)
+    reward_prompts = [prompt_text(p) for p in prompts]
+    was_training = model.training
+    model.eval()
+    rows: list[tuple[int, str, float]] = []
+    with state.split_between_processes(list(range(len(prompts)))) as mine:
+        if mine:
+            completion_ids = greedy_generate(model, tokenizer, [query_ids[i] for i in mine], max_new_tokens, batch_size)
+            scored = _score_greedy(
+                tokenizer, reward, [reward_prompts[i] for i in mine], [query_ids[i] for i in mine], completion_ids
+            )
+            rows = [(i, s["completion"], s["reward"]) for i, s in zip(mine, scored, strict=True)]
+    model.train(was_training)
+    if state.num_processes > 1:
+        rows = gather_object(rows)
+    rows = sorted({r[0]: r for r in rows}.values())
+    rewards = [r[2] for r in rows]
+    return {"mean_reward": sum(rewards) / len(rewards), "rewards": rewards, "completions": [r[1] for r in rows]}
+
+
+def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean AISP best reward, mean base greedy reward and the mean best-so-far curve over the records."""
+    best = [float(r["best"]["reward"]) for r in records]
+    greedy = [float(r["greedy"]["reward"]) for r in records if r.get("greedy")]
+    curves = [r["best_so_far"] for r in records if r.get("best_so_far")]
+    length = min((len(c) for c in curves), default=0)
+    return {
+        "num_prompts": len(records),
+        "aisp_best_reward": sum(best) / len(best) if best else float("nan"),
+        "greedy_reward": sum(greedy) / len(greedy) if greedy else float("nan"),
+        "best_so_far_curve": [sum(c[k] for c in curves) / len(curves) for k in range(length)],
+    }
+
+
+def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title: str = "AISP report") -> Path:
+    """Writes ``report.json`` and ``report.md`` (a rewards table and the settings) to ``output_dir``.
+
+    Args:
+        report (`Mapping`): ``rewards`` (name -> mean reward) is tabulated; other mappings become sections.
+
+    Returns:
+        `Path`: the JSON file.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path = output_dir / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, default=str))
+    lines = [f"# {title}", ""]
+    scalars = {k: v for k, v in report.items() if k != "rewards" and not isinstance(v, Mapping)}
+    sections = {k: v for k, v in report.items() if k != "rewards" and isinstance(v, Mapping)}
+    lines += [f"- **{key.replace('_', ' ').capitalize()}**: {value}" for key, value in scalars.items()]
+    rewards = report.get("rewards", {})
+    if rewards:
+        lines += ["", "## Rewards", "", "| | mean reward |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in rewards.items()]
+    for key, value in sections.items():
+        lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]
+        lines += [f"- `{k}`: {v}" for k, v in value.items()]
+    (output_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return json_path

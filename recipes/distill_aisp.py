@@ -1,0 +1,133 @@
+"""Distil AISP into a model: generate with AISP, fine-tune on the best samples with trl's `SFTTrainer`, evaluate.
+
+Steps: AISP over the training prompts (sharded, resumable; `aisp_trl.pipeline.run_generation`) -> an SFT dataset
+of each prompt's best sample (`aisp_trl.data.build_sft_dataset`, saved with a dataset card) -> `SFTTrainer`
+(LoRA with `--use_peft`) -> greedy reward of the base and the distilled model on held-out prompts, next to the
+AISP reward the data came from -> `report.json` and `report.md` in `--output_dir`.
+
+```bash
+# the embedded SmolLM2-135M-Instruct, VADER sentiment reward, a few minutes on 2 CPU cores
+python recipes/distill_aisp.py --config recipes/configs/distill_smollm2.yaml
+
+# several processes: generation and evaluation are sharded, training is DDP (without a GPU the preset's
+# `use_cpu: true` makes these gloo processes)
+accelerate launch --multi_gpu --num_processes 2 recipes/distill_aisp.py --config recipes/configs/distill_smollm2.yaml
+
+# any causal LM and a sequence-classification reward model, HH-RLHF prompts
+python recipes/distill_aisp.py --config recipes/configs/distill_smollm2.yaml \
+    --model_name_or_path meta-llama/Meta-Llama-3-8B --framing user \
+    --prompt_source Anthropic/hh-rlhf --prompt_split test --prompt_shuffle_seed 0 \
+    --reward OpenAssistant/reward-model-deberta-v3-large-v2 --output_dir llama3-aisp-sft
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from aisp_trl.data import build_sft_dataset, save_dataset
+from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from aisp_trl.pipeline import (
+    AISPGenerationArguments,
+    build_reward,
+    evaluate_greedy,
+    run_generation,
+    summarize_records,
+    write_report,
+)
+
+
+def main(script_args: AISPGenerationArguments, training_args, model_args) -> dict:
+    """Runs generation, SFT and evaluation; returns the report (also written to ``training_args.output_dir``)."""
+    from accelerate import PartialState
+    from trl import SFTTrainer, get_peft_config
+
+    state = PartialState()
+    model_name = model_args.model_name_or_path or EMBEDDED_MODEL
+    model, tokenizer = load_model_and_tokenizer(
+        model_name, dtype=model_args.dtype or "float32", device=str(state.device)
+    )
+    reward = build_reward(script_args.reward, device=state.device, max_length=script_args.reward_max_length)
+    train_prompts, eval_prompts = script_args.load_prompts()
+    generation_dir = script_args.output_path(training_args.output_dir)
+    gen_kwargs = dict(framing=script_args.framing, max_prompt_length=script_args.max_prompt_length)
+
+    records = run_generation(
+        model,
+        tokenizer,
+        reward,
+        train_prompts,
+        script_args.aisp_config(),
+        generation_dir,
+        accelerator=state,
+        max_new_tokens=script_args.max_new_tokens,
+        **gen_kwargs,
+    )
+    dataset = build_sft_dataset(records, script_args.resolved_dataset_format(tokenizer))
+    summary = summarize_records(records)
+    if state.is_main_process:
+        save_dataset(
+            dataset,
+            generation_dir / "sft_dataset",
+            kind="sft",
+            info={
+                "model": model_name,
+                "reward": script_args.reward,
+                "hyper_parameters": script_args.run_info(),
+                "counts": {"prompts": len(records), "rows": len(dataset)},
+            },
+            push_to_hub=script_args.push_dataset_to_hub,
+        )
+
+    evaluate = dict(max_new_tokens=script_args.max_new_tokens, batch_size=script_args.eval_batch_size, **gen_kwargs)
+    base_eval = evaluate_greedy(model, tokenizer, reward, eval_prompts, accelerator=state, **evaluate)
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset.select_columns(["prompt", "completion"]),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    train_result = trainer.train()
+    trainer.save_model(training_args.output_dir)
+    distilled_eval = evaluate_greedy(trainer.model, tokenizer, reward, eval_prompts, accelerator=state, **evaluate)
+
+    report = {
+        "method": "AISP distillation (SFT on AISP's best samples)",
+        "model": model_name,
+        "reward": script_args.reward,
+        "rewards": {
+            "base greedy (held-out)": base_eval["mean_reward"],
+            "distilled greedy (held-out)": distilled_eval["mean_reward"],
+            "base greedy (train prompts)": summary["greedy_reward"],
+            "AISP best (train prompts)": summary["aisp_best_reward"],
+        },
+        "counts": {"train_prompts": len(train_prompts), "eval_prompts": len(eval_prompts), "sft_rows": len(dataset)},
+        "training": {"train_loss": train_result.training_loss, "steps": train_result.global_step},
+        "aisp_best_so_far_curve": summary["best_so_far_curve"],
+        "generation": script_args.run_info(),
+        "held_out": {
+            "base": base_eval["completions"],
+            "distilled": distilled_eval["completions"],
+        },
+    }
+    if state.is_main_process:
+        write_report(training_args.output_dir, report, title="AISP distillation report")
+    state.wait_for_everyone()
+    return report
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    dataclass_types = (AISPGenerationArguments, SFTConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser("distill-aisp", help="Distil AISP with SFT", dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types, prog=prog)
+
+
+if __name__ == "__main__":
+    parser = make_parser()
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    main(script_args, training_args, model_args)

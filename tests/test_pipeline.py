@@ -1,0 +1,261 @@
+"""The generation pipeline: exactly-once records, resume after a kill, 2 processes, and trl training on the output."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny import letter_reward, make_model, make_tokenizer
+
+from aisp_trl import AISPConfig
+from aisp_trl.data import build_preference_dataset, build_sft_dataset, load_prompts
+from aisp_trl.pipeline import (
+    RECORDS_FILE,
+    AISPGenerationArguments,
+    evaluate_greedy,
+    greedy_generate,
+    load_records,
+    run_generation,
+    shard_path,
+    summarize_records,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+PROMPTS = load_prompts(str(FIXTURES / "prompts.jsonl"))
+CONFIG = AISPConfig(sample_size=4, n_iterations=2, prompt_batch_size=1, seed=0)
+KW = dict(max_new_tokens=6, framing="none", show_progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matmuls are ~50x slower with 2 threads on a busy 2-core machine; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return make_model("llama"), make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def reference(lm, tmp_path_factory):
+    """An uninterrupted single-process run over the first 7 prompts."""
+    model, tokenizer = lm
+    out = tmp_path_factory.mktemp("reference")
+    return run_generation(model, tokenizer, letter_reward(), PROMPTS[:7], CONFIG, out, **KW)
+
+
+def _essence(records: list[dict]) -> list[tuple]:
+    return [
+        (r["prompt_id"], r["query"], [(s["completion"], s["reward"]) for s in r["samples"]], r["greedy"]["completion"])
+        for r in records
+    ]
+
+
+class KilledError(RuntimeError):
+    pass
+
+
+def _dying_reward(after_calls: int):
+    """``letter_reward`` that raises (a simulated kill) on call number ``after_calls + 1``."""
+    score, calls = letter_reward(), [0]
+
+    def queries_to_scores(texts: list[str]) -> list[float]:
+        calls[0] += 1
+        if calls[0] > after_calls:
+            raise KilledError("killed")
+        return score(texts)
+
+    return queries_to_scores
+
+
+def _shard_ids(out: Path) -> list[int]:
+    return [json.loads(line)["prompt_id"] for p in sorted((out / "shards").glob("*.jsonl")) for line in p.open()]
+
+
+# -- single process ------------------------------------------------------------------------------------------
+def test_records_cover_every_prompt_once_with_greedy(lm, reference, tmp_path):
+    model, tokenizer = lm
+    assert [r["prompt_id"] for r in reference] == list(range(7))
+    record = reference[0]
+    assert record["prompt_input"] == PROMPTS[0] and record["query"] == PROMPTS[0]
+    assert len(record["samples"]) == CONFIG.total_samples and len(record["best_so_far"]) == CONFIG.n_iterations
+    assert record["best"]["reward"] == max(s["reward"] for s in record["samples"])
+    ids = tokenizer(PROMPTS[0]).input_ids
+    greedy = greedy_generate(model, tokenizer, [ids], max_new_tokens=6)[0]
+    assert record["greedy"]["completion_ids"] == greedy
+    assert record["greedy"]["reward"] == pytest.approx(letter_reward()([tokenizer.decode(ids + greedy)])[0])
+    summary = summarize_records(reference)
+    assert summary["num_prompts"] == 7 and summary["aisp_best_reward"] >= summary["best_so_far_curve"][0] - 1e-12
+
+
+def test_batched_run_matches_and_merged_file(lm, reference, tmp_path):
+    model, tokenizer = lm
+    config = AISPConfig(sample_size=4, n_iterations=2, prompt_batch_size=3, seed=0)
+    records = run_generation(model, tokenizer, letter_reward(), PROMPTS[:7], config, tmp_path, **KW)
+    assert [r["prompt_id"] for r in records] == list(range(7))
+    assert sorted(_shard_ids(tmp_path)) == list(range(7))
+    merged = [json.loads(line) for line in (tmp_path / RECORDS_FILE).open()]
+    assert merged == records == load_records(tmp_path)
+    # padding noise aside, the per-prompt noise streams make the batched run agree with the unbatched one
+    agree = sum(a[2] == b[2] for a, b in zip(_essence(records), _essence(reference), strict=True))
+    assert agree >= 5
+
+
+def test_resume_after_kill_gives_the_same_records(lm, reference, tmp_path):
+    model, tokenizer = lm
+    # each prompt batch calls the reward n_iterations times for AISP and once for the greedy response
+    with pytest.raises(KilledError):
+        run_generation(model, tokenizer, _dying_reward(3 * 3 + 1), PROMPTS[:7], CONFIG, tmp_path, **KW)
+    assert len(_shard_ids(tmp_path)) == 3
+    # a kill while writing leaves a cut line behind: it is dropped and rewritten, never duplicated
+    with shard_path(tmp_path, 0).open("a") as shard:
+        shard.write('{"prompt_id": 5, "samp')
+    resumed = run_generation(model, tokenizer, letter_reward(), PROMPTS[:7], CONFIG, tmp_path, **KW)
+    assert sorted(_shard_ids(tmp_path)) == list(range(7))
+    assert _essence(resumed) == _essence(reference)
+    # a finished run resumes to the same records without generating
+    again = run_generation(model, tokenizer, _dying_reward(0), PROMPTS[:7], CONFIG, tmp_path, **KW)
+    assert _essence(again) == _essence(reference)
+
+
+def test_resume_refuses_other_settings_or_prompts(lm, tmp_path):
+    model, tokenizer = lm
+    run_generation(model, tokenizer, letter_reward(), PROMPTS[:2], CONFIG, tmp_path, **KW)
+    other = AISPConfig(sample_size=4, n_iterations=3, prompt_batch_size=1, seed=0)
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        run_generation(model, tokenizer, letter_reward(), PROMPTS[:2], other, tmp_path, **KW)
+    with pytest.raises(ValueError, match="with another prompt"):
+        run_generation(model, tokenizer, letter_reward(), PROMPTS[2:4], CONFIG, tmp_path, **KW)
+
+
+def test_unseeded_run_stores_its_seed_for_resume(lm, tmp_path):
+    model, tokenizer = lm
+    unseeded = AISPConfig(sample_size=4, n_iterations=2, prompt_batch_size=1, seed=None)
+    with pytest.raises(KilledError):
+        run_generation(model, tokenizer, _dying_reward(3), PROMPTS[:3], unseeded, tmp_path, **KW)
+    seed = json.loads((tmp_path / "aisp_run.json").read_text())["aisp"]["seed"]
+    assert isinstance(seed, int)
+    records = run_generation(model, tokenizer, letter_reward(), PROMPTS[:3], unseeded, tmp_path, **KW)
+    seeded = AISPConfig(sample_size=4, n_iterations=2, prompt_batch_size=1, seed=seed)
+    fresh = run_generation(model, tokenizer, letter_reward(), PROMPTS[:3], seeded, tmp_path / "fresh", **KW)
+    assert _essence(records) == _essence(fresh)
+
+
+def test_generation_arguments_validate_and_parse_with_trl():
+    from trl import DPOConfig, ModelConfig, SFTConfig, TrlParser
+
+    args = AISPGenerationArguments(sample_size=2, n_iterations=3, aisp_seed=5)
+    assert args.aisp_config() == AISPConfig(sample_size=2, n_iterations=3, prompt_batch_size=4, seed=5)
+    defaults = AISPConfig()  # the AISP defaults follow AISPConfig
+    assert (args.sigma2, args.lam, args.alpha) == (defaults.sigma2, defaults.lam, defaults.alpha)
+    assert args.output_path("runs/x") == Path("runs/x/aisp")
+    with pytest.raises(ValueError, match="`sample_size` must be an integer >= 1, got 0"):
+        AISPGenerationArguments(sample_size=0)
+    with pytest.raises(ValueError, match="`framing` must be one of"):
+        AISPGenerationArguments(framing="llama")
+    with pytest.raises(ValueError, match="`max_new_tokens` must be an integer >= 1"):
+        AISPGenerationArguments(max_new_tokens=0)
+    for config in (SFTConfig, DPOConfig):  # no flag clashes with trl's configs
+        TrlParser((AISPGenerationArguments, config, ModelConfig))
+    train, held_out = AISPGenerationArguments(max_prompts=5, num_eval_prompts=3).load_prompts()
+    assert len(train) == 5 and len(held_out) == 3 and not set(train) & set(held_out)
+    with pytest.raises(ValueError, match="too few"):
+        AISPGenerationArguments(max_prompts=32, num_eval_prompts=8).load_prompts()
+
+
+def test_evaluate_greedy_and_report(lm, tmp_path):
+    model, tokenizer = lm
+    result = evaluate_greedy(model, tokenizer, letter_reward(), PROMPTS[:3], max_new_tokens=6, framing="none")
+    assert len(result["rewards"]) == 3 and result["mean_reward"] == pytest.approx(sum(result["rewards"]) / 3)
+    path = write_report(tmp_path, {"method": "x", "rewards": {"base": 0.5}, "counts": {"n": 3}}, title="T")
+    assert json.loads(path.read_text())["rewards"] == {"base": 0.5}
+    markdown = (tmp_path / "report.md").read_text()
+    assert "# T" in markdown and "| base | 0.5000 |" in markdown and "`n`: 3" in markdown
+
+
+# -- two processes -------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_resume_a_killed_run(lm, reference, tmp_path):
+    """A single-process run killed after 2 prompts, finished by 2 gloo processes: each prompt exactly once."""
+    from scripts.tiny_checkpoints import save_tiny_lm
+
+    model, tokenizer = lm
+    model_dir = save_tiny_lm(tmp_path / "lm")  # the same weights as the `lm` fixture (seed 0)
+    out = tmp_path / "gen"
+    with pytest.raises(KilledError):
+        run_generation(model, tokenizer, _dying_reward(2 * 3), PROMPTS[:7], CONFIG, out, **KW)
+    done_before = _shard_ids(out)
+    assert len(done_before) == 2  # the two shortest prompts (sorted by token length)
+
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(_free_port()), str(ROOT / "tests" / "scripts" / "two_process_generation.py"),
+        str(model_dir), str(out), str(FIXTURES / "prompts.jsonl"), "7",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((out / f"result-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["num_processes"] for r in results] == [2, 2]
+    assert all(r["records"] == list(range(7)) for r in results)
+    new = results[0]["shard"][2:] + results[1]["shard"]  # rank 0's shard also holds the killed run's prompts
+    assert sorted(new) == sorted(set(range(7)) - set(done_before)) and results[1]["shard"]  # both worked
+    assert sorted(_shard_ids(out)) == list(range(7))
+    assert _essence(load_records(out)) == _essence(reference)
+
+
+# -- the datasets train with trl -------------------------------------------------------------------------------------
+def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters() if n in before)
+
+
+def test_sft_dataset_trains_with_sft_trainer(reference, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    dataset = build_sft_dataset(reference).select_columns(["prompt", "completion"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-2, report_to="none",
+        bf16=False, use_cpu=True, gradient_checkpointing=False, save_strategy="no", max_length=64,
+    )  # fmt: skip
+    SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
+    assert _changed(before, model)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_preference_dataset_trains_with_dpo_trainer(reference, tmp_path, loss_type):
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    dataset = build_preference_dataset(reference, "worst").select_columns(["prompt", "chosen", "rejected"])
+    assert len(dataset) > 0
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = DPOConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-2, report_to="none",
+        bf16=False, use_cpu=True, gradient_checkpointing=False, save_strategy="no", max_length=64,
+        loss_type=[loss_type],
+    )  # fmt: skip
+    trainer = DPOTrainer(
+        model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    assert _changed(before, model)
