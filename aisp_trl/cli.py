@@ -20,8 +20,8 @@ from trl import TrlParser
 
 from .config import AISPConfig
 from .models import EMBEDDED_MODEL, load_model_and_tokenizer
+from .pipeline import build_reward
 from .prompts import apply_chat_template, builtin_prompts
-from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward
 from .sampler import AISPSampler, GreedySampler, LengthSampler
 
 
@@ -59,16 +59,6 @@ class GenerateArguments:
             raise ValueError(f"`prompts_file` {self.prompts_file!r} does not exist; pass a text file path.")
 
 
-def load_reward(name: str, max_length: int = 1024, device: str | torch.device | None = None) -> RewardFunction:
-    """'vader' or a sequence-classification reward model (Hub id or folder) as a `RewardFunction`."""
-    if name == "vader":
-        return VaderSentimentReward()
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(name)
-    return SequenceClassifierReward(model.to(device or "cpu"), AutoTokenizer.from_pretrained(name), max_length)
-
-
 def make_parser() -> TrlParser:
     return TrlParser((GenerateArguments, AISPConfig))
 
@@ -77,7 +67,7 @@ def run(args: GenerateArguments, config: AISPConfig) -> list[dict]:
     """Greedy and AISP responses for each prompt; prints them and returns one record per prompt."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, dtype=args.dtype, device=device)
-    reward = load_reward(args.reward, args.reward_max_length, device)
+    reward = build_reward(args.reward, device, args.reward_max_length)
     if args.prompts_file:
         prompts = [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     else:

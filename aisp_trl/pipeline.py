@@ -49,9 +49,8 @@ from .data import (
     render_prompt,
     resolve_framing,
 )
-from .hooks import generation_model
 from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward, as_reward_function
-from .sampler import AISPSampler, LengthSampler
+from .sampler import AISPSampler, GreedySampler, LengthSampler
 
 logger = logging.getLogger(__name__)
 
@@ -249,54 +248,22 @@ def tokenize_prompts(
     return queries, ids
 
 
-@torch.no_grad()
-def greedy_generate(
-    model: nn.Module, tokenizer: Any, query_ids: Sequence[list[int]], max_new_tokens: int, batch_size: int = 8
-) -> list[list[int]]:
-    """Plain greedy decoding (the base model's response), left-padded batches; returns completion ids.
-
-    Each completion stops after its first EOS token (kept) or ``max_new_tokens`` tokens.
-    """
-    generator = generation_model(model)
-    device = next(model.parameters()).device
-    config = generator.generation_config
-    eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
-    eos_ids = set(eos) if isinstance(eos, list) else {eos}
-    completions: list[list[int]] = []
-    for start in range(0, len(query_ids), batch_size):
-        rows = query_ids[start : start + batch_size]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-        output = generator.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
-        for row in output[:, width:].tolist():
-            stop = next((t + 1 for t, token in enumerate(row) if token in eos_ids), len(row))
-            completions.append(row[:stop])
-    return completions
-
-
-def _score_greedy(
-    tokenizer: Any, reward: RewardFunction, reward_prompts: list[str], query_ids: list[list[int]], completion_ids
+def greedy_records(
+    model: nn.Module,
+    tokenizer: Any,
+    reward: RewardFunction,
+    query_ids: Sequence[list[int]],
+    reward_prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 8,
 ) -> list[dict[str, Any]]:
-    texts = [tokenizer.decode(q + c, skip_special_tokens=True) for q, c in zip(query_ids, completion_ids, strict=True)]
-    completions = [tokenizer.decode(c, skip_special_tokens=True) for c in completion_ids]
-    rewards = reward(reward_prompts, completions, texts)
+    """The base model's greedy response to each query, scored: ``{"completion", "completion_ids", "reward"}``."""
+    horizon = LengthSampler(max_new_tokens, max_new_tokens + 1)
+    sampler = GreedySampler(model, tokenizer, reward, horizon, prompt_batch_size=batch_size)
+    results = sampler.search(list(query_ids), prompts=list(reward_prompts))
     return [
-        {"completion": c, "completion_ids": ids, "reward": float(r)}
-        for c, ids, r in zip(completions, completion_ids, rewards.tolist(), strict=True)
+        {"completion": r.best.completion, "completion_ids": r.best.completion_ids, "reward": r.best.reward}
+        for r in results
     ]
 
 
@@ -464,11 +431,14 @@ def run_generation(
         with progress, own_shard.open("a") as shard:
             for batch in batches:
                 results = sampler.search([query_ids[i] for i in batch], prompts=[reward_prompts[i] for i in batch])
-                greedy_ids = greedy_generate(
-                    model, tokenizer, [query_ids[i] for i in batch], max_new_tokens, greedy_batch_size or batch_size
-                )
-                greedy = _score_greedy(
-                    tokenizer, reward, [reward_prompts[i] for i in batch], [query_ids[i] for i in batch], greedy_ids
+                greedy = greedy_records(
+                    model,
+                    tokenizer,
+                    reward,
+                    [query_ids[i] for i in batch],
+                    [reward_prompts[i] for i in batch],
+                    max_new_tokens,
+                    greedy_batch_size or batch_size,
                 )
                 for prompt_id, result, base in zip(batch, results, greedy, strict=True):
                     record = {
@@ -528,9 +498,14 @@ def evaluate_greedy(
     rows: list[tuple[int, str, float]] = []
     with state.split_between_processes(list(range(len(prompts)))) as mine:
         if mine:
-            completion_ids = greedy_generate(model, tokenizer, [query_ids[i] for i in mine], max_new_tokens, batch_size)
-            scored = _score_greedy(
-                tokenizer, reward, [reward_prompts[i] for i in mine], [query_ids[i] for i in mine], completion_ids
+            scored = greedy_records(
+                model,
+                tokenizer,
+                reward,
+                [query_ids[i] for i in mine],
+                [reward_prompts[i] for i in mine],
+                max_new_tokens,
+                batch_size,
             )
             rows = [(i, s["completion"], s["reward"]) for i, s in zip(mine, scored, strict=True)]
     model.train(was_training)

@@ -250,6 +250,10 @@ class _SamplerBase:
         asked_to_sample = generation_kwargs.pop("do_sample", False) or (self.gen_config and self.gen_config.do_sample)
         if asked_to_sample:  # the model's own default settings are overridden silently
             warnings.warn("AISP decodes greedily (paper, Appendix B); ignoring do_sample=True.", stacklevel=4)
+        # generation settings among the kwargs go into the config; what is left (model kwargs) stays in the dict
+        model_kwargs = config.update(**generation_kwargs)
+        generation_kwargs.clear()
+        generation_kwargs.update(model_kwargs)
         config.update(do_sample=False, num_beams=1, num_return_sequences=1, max_new_tokens=horizon)
         config.update(temperature=None, top_p=None, top_k=None, min_p=None)
         if config.pad_token_id is None:
@@ -444,7 +448,7 @@ class AISPSampler(_SamplerBase):
         cfg, n = self.config, self.config.sample_size
         width = find_output_layer(self.model).weight.shape[1]
         tau_max = max(horizons)
-        generation_kwargs = dict(generation_kwargs)  # _greedy_config pops do_sample from the copy
+        generation_kwargs = dict(generation_kwargs)  # _greedy_config moves generation settings into the config
         gen_config = self._greedy_config(tau_max, generation_kwargs)
         eos = self._eos_ids(gen_config)
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
@@ -550,6 +554,7 @@ class BestOfNSampler(_SamplerBase):
         results = []
         for query, prompt, tau in zip(queries, prompt_texts, horizons, strict=True):
             config = copy.deepcopy(self.gen_config)
+            model_kwargs = config.update(**generation_kwargs)  # generation settings go into the config
             config.update(max_new_tokens=tau, num_return_sequences=1)
             if config.pad_token_id is None:
                 config.pad_token_id = self.tokenizer.pad_token_id
@@ -561,7 +566,7 @@ class BestOfNSampler(_SamplerBase):
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=config,
-                    **generation_kwargs,
+                    **model_kwargs,
                 )
             completion_ids = self._completions(
                 output, input_ids.shape[1], [tau] * self.sample_size, self._eos_ids(config)

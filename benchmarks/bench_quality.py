@@ -30,7 +30,7 @@ from aisp_trl.compare import METHOD_LABELS, CompareArguments, run_comparison, wr
 from aisp_trl.config import AISPConfig
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 
-DEFAULT_LAM = {"vader": 0.1, "relevance": 0.05, "vader+relevance": 0.05}
+DEFAULT_LAM = {"vader": 0.3, "relevance": 0.05, "vader+relevance": 0.05}
 """lambda per reward: on the scale of the spread of the rewards within one prompt's samples (VADER spreads more)."""
 
 

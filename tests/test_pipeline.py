@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny import letter_reward, make_model, make_tokenizer
+from _tiny import EOS_ID, letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPConfig
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, load_prompts
@@ -20,7 +20,6 @@ from aisp_trl.pipeline import (
     RECORDS_FILE,
     AISPGenerationArguments,
     evaluate_greedy,
-    greedy_generate,
     load_records,
     run_generation,
     shard_path,
@@ -94,7 +93,8 @@ def test_records_cover_every_prompt_once_with_greedy(lm, reference, tmp_path):
     assert len(record["samples"]) == CONFIG.total_samples and len(record["best_so_far"]) == CONFIG.n_iterations
     assert record["best"]["reward"] == max(s["reward"] for s in record["samples"])
     ids = tokenizer(PROMPTS[0]).input_ids
-    greedy = greedy_generate(model, tokenizer, [ids], max_new_tokens=6)[0]
+    greedy = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=6)[0, len(ids) :].tolist()
+    greedy = greedy[: greedy.index(EOS_ID) + 1] if EOS_ID in greedy else greedy
     assert record["greedy"]["completion_ids"] == greedy
     assert record["greedy"]["reward"] == pytest.approx(letter_reward()([tokenizer.decode(ids + greedy)])[0])
     summary = summarize_records(reference)

@@ -206,3 +206,11 @@ def test_samplers_run_through_a_value_head_wrapper(model, tok):
         assert plain == through
     with pytest.raises(ValueError, match="context of 128"):
         AISPSampler(wrapped, tok, letter_reward(), LengthSampler(6, 7)).generate([3] * 125)
+
+
+def test_generation_kwargs_reach_generate_without_overriding_greedy(model, tok):
+    query = _ids(tok, "the cat")
+    result = _aisp(model, tok, tau=6, n_iterations=1).search(query, min_new_tokens=6, temperature=5.0)[0]
+    assert all(len(s.completion_ids) == 6 for s in result.samples)  # EOS suppressed until the horizon
+    bon = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 4, 0).search(query, min_new_tokens=6)[0]
+    assert all(len(s.completion_ids) == 6 for s in bon.samples)
