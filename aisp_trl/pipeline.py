@@ -530,6 +530,16 @@ def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def report_rewards_table(report: Mapping[str, Any]) -> str:
+    """The report's ``rewards`` (name -> mean reward) and ``counts`` as a short markdown block (what recipes print)."""
+    lines = ["## Rewards", "", "| | mean reward |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in report.get("rewards", {}).items()]
+    counts = report.get("counts", {})
+    if counts:
+        lines += ["", ", ".join(f"{k}: {v}" for k, v in counts.items())]
+    return "\n".join(lines)
+
+
 def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title: str = "AISP report") -> Path:
     """Writes ``report.json`` and ``report.md`` (a rewards table and the settings) to ``output_dir``.
 
@@ -547,10 +557,7 @@ def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title
     scalars = {k: v for k, v in report.items() if k != "rewards" and not isinstance(v, Mapping)}
     sections = {k: v for k, v in report.items() if k != "rewards" and isinstance(v, Mapping)}
     lines += [f"- **{key.replace('_', ' ').capitalize()}**: {value}" for key, value in scalars.items()]
-    rewards = report.get("rewards", {})
-    if rewards:
-        lines += ["", "## Rewards", "", "| | mean reward |", "|---|---|"]
-        lines += [f"| {name} | {value:.4f} |" for name, value in rewards.items()]
+    lines += ["", report_rewards_table(report)]
     for key, value in sections.items():
         lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]
         lines += [f"- `{k}`: {v}" for k, v in value.items()]

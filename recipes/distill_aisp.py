@@ -31,6 +31,7 @@ from aisp_trl.pipeline import (
     AISPGenerationArguments,
     build_reward,
     evaluate_greedy,
+    report_rewards_table,
     run_generation,
     summarize_records,
     write_report,
@@ -113,7 +114,8 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
         },
     }
     if state.is_main_process:
-        write_report(training_args.output_dir, report, title="AISP distillation report")
+        path = write_report(training_args.output_dir, report, title="AISP distillation report")
+        print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
     state.wait_for_everyone()
     return report
 
