@@ -217,11 +217,7 @@ class ARGSSampler(_SamplerBase):
             )
         from tqdm.auto import tqdm
 
-        queries = self._parse_queries(tokenized_query)
-        prompt_texts = self._prompt_texts(queries, prompts)
-        horizons = [self._draw_horizon() for _ in queries]
-        self._check_context(queries, horizons)
-        device = self._device(device)
+        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         # a value-head wrapper may lack generation_config: fall back to the unwrapped model's
         config = self.gen_config or getattr(self.generator_model, "generation_config", None)
         eos = self._eos_ids(config or self.forward_model.generation_config)

@@ -172,6 +172,17 @@ class _SamplerBase:
         raise NotImplementedError
 
     # -- inputs ---------------------------------------------------------------------------------------------
+    def _prepare(
+        self, tokenized_query: QueryInput, prompts: list[str] | None, device: str | torch.device | None
+    ) -> tuple[list[list[int]], list[str], list[int], torch.device]:
+        """Validates everything before any model call: queries, prompt texts, one horizon per query (drawn in
+        query order, so it does not depend on batching), the context length, and the device."""
+        queries = self._parse_queries(tokenized_query)
+        prompt_texts = self._prompt_texts(queries, prompts)
+        horizons = [self._draw_horizon() for _ in queries]
+        self._check_context(queries, horizons)
+        return queries, prompt_texts, horizons, self._device(device)
+
     def _parse_queries(self, tokenized_query: QueryInput) -> list[list[int]]:
         """The four forms trl accepted: list[int], 1-D tensor, list[Tensor], list[list[int]]."""
         if isinstance(tokenized_query, Tensor):
@@ -401,11 +412,7 @@ class AISPSampler(_SamplerBase):
             prompts (`list[str]`, *optional*): the prompt text the reward function sees for each query
                 (e.g. the raw user message before the chat template); defaults to the decoded query.
         """
-        queries = self._parse_queries(tokenized_query)
-        prompt_texts = self._prompt_texts(queries, prompts)
-        horizons = [self._draw_horizon() for _ in queries]  # in query order: independent of batching
-        self._check_context(queries, horizons)
-        device = self._device(device)
+        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
 
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
@@ -546,11 +553,7 @@ class BestOfNSampler(_SamplerBase):
         **generation_kwargs: Any,
     ) -> list[AISPResult]:
         """Every sample with its reward, one `AISPResult` per query (a single iteration)."""
-        queries = self._parse_queries(tokenized_query)
-        prompt_texts = self._prompt_texts(queries, prompts)
-        horizons = [self._draw_horizon() for _ in queries]
-        self._check_context(queries, horizons)
-        device = self._device(device)
+        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         results = []
         for query, prompt, tau in zip(queries, prompt_texts, horizons, strict=True):
             config = copy.deepcopy(self.gen_config)
@@ -621,11 +624,7 @@ class GreedySampler(_SamplerBase):
         **generation_kwargs: Any,
     ) -> list[AISPResult]:
         """One greedy sample per query, as an `AISPResult` (a single iteration of one sample)."""
-        queries = self._parse_queries(tokenized_query)
-        prompt_texts = self._prompt_texts(queries, prompts)
-        horizons = [self._draw_horizon() for _ in queries]
-        self._check_context(queries, horizons)
-        device = self._device(device)
+        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
         results: list[AISPResult | None] = [None] * len(queries)
         for start in range(0, len(order), self.prompt_batch_size):
