@@ -81,3 +81,14 @@ def test_bench_quality_script(tmp_path):
     assert [row["method"] for row in result["summary"]] == ["aisp", "bon_top_p", "bon_gaussian", "greedy"]
     assert all(len(row["curve"]) == 2 for row in result["summary"])
     assert (tmp_path / "out" / "bench_quality.json").is_file() and (tmp_path / "out" / "vader" / "curves.png").is_file()
+
+
+def test_bench_iteration_times_both_cases_at_the_fixed_length(tmp_path):
+    path = save_tiny_lm(tmp_path / "lm")
+    module = _script("bench_iteration")
+    args = module.make_parser().parse_args(
+        ["--model_name_or_path", str(path), "--sample_size", "2", "--max_new_tokens", "4", "--pairs", "2"]
+    )
+    result = module.main(args)
+    assert result["plain_median_s"] > 0 and result["aisp_median_s"] > 0
+    assert math.isfinite(result["ratio_of_medians"]) and result["min_paired_ratio"] <= result["max_paired_ratio"]
