@@ -48,7 +48,9 @@ from .data import (
     prompt_text,
     render_prompt,
     resolve_framing,
+    save_dataset,
 )
+from .models import EMBEDDED_MODEL, load_model_and_tokenizer
 from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward, as_reward_function
 from .sampler import AISPSampler, GreedySampler, LengthSampler
 
@@ -467,6 +469,83 @@ def run_generation(
             f.writelines(json.dumps(r) + "\n" for r in records)
     state.wait_for_everyone()
     return records
+
+
+# -- the shared first half of the fine-tuning recipes ------------------------------------------------------------
+@dataclass
+class AISPRun:
+    """A model, its reward and prompts after the AISP generation step: what `recipes/` train and evaluate on."""
+
+    args: AISPGenerationArguments
+    state: PartialState
+    model_name: str
+    model: nn.Module
+    tokenizer: Any
+    reward: RewardFunction
+    train_prompts: list[Prompt]
+    eval_prompts: list[Prompt]
+    generation_dir: Path
+    records: list[dict[str, Any]]
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        """Greedy rewards of ``model`` on the held-out prompts (see `evaluate_greedy`)."""
+        return evaluate_greedy(
+            model,
+            self.tokenizer,
+            self.reward,
+            self.eval_prompts,
+            self.args.max_new_tokens,
+            framing=self.args.framing,
+            max_prompt_length=self.args.max_prompt_length,
+            batch_size=self.args.eval_batch_size,
+            accelerator=self.state,
+        )
+
+    def save(self, dataset: Any, name: str, kind: str, counts: Mapping[str, int]) -> None:
+        """Saves ``dataset`` under the generation folder with its card (main process only)."""
+        if self.state.is_main_process:
+            info = {"model": self.model_name, "reward": self.args.reward, "hyper_parameters": self.args.run_info()}
+            save_dataset(
+                dataset,
+                self.generation_dir / name,
+                kind=kind,
+                info=info | {"counts": dict(counts)},
+                push_to_hub=self.args.push_dataset_to_hub,
+            )
+
+
+def generate_for_training(
+    args: AISPGenerationArguments, model_name_or_path: str | None, dtype: str | None, output_dir: str | os.PathLike
+) -> AISPRun:
+    """Loads the model and reward, splits the prompts and runs (or resumes) AISP over the training prompts.
+
+    Args:
+        args (`AISPGenerationArguments`): the recipe's generation arguments.
+        model_name_or_path (`str`, *optional*): the causal LM (default: the embedded SmolLM2).
+        dtype (`str`, *optional*): its dtype (default: float32).
+        output_dir (`str` or `os.PathLike`): the trainer's output folder; generation goes to `args.output_path`.
+    """
+    state = PartialState()
+    model_name = model_name_or_path or EMBEDDED_MODEL
+    model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or "float32", device=str(state.device))
+    reward = build_reward(args.reward, device=state.device, max_length=args.reward_max_length)
+    train_prompts, eval_prompts = args.load_prompts()
+    generation_dir = args.output_path(output_dir)
+    records = run_generation(
+        model,
+        tokenizer,
+        reward,
+        train_prompts,
+        args.aisp_config(),
+        generation_dir,
+        accelerator=state,
+        max_new_tokens=args.max_new_tokens,
+        framing=args.framing,
+        max_prompt_length=args.max_prompt_length,
+    )
+    return AISPRun(
+        args, state, model_name, model, tokenizer, reward, train_prompts, eval_prompts, generation_dir, records
+    )
 
 
 # -- evaluation and reports ------------------------------------------------------------------------------------

@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import copy
 
-from aisp_trl.data import build_preference_dataset, save_dataset
-from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from aisp_trl.data import build_preference_dataset
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
-    build_reward,
-    evaluate_greedy,
+    generate_for_training,
     report_rewards_table,
-    run_generation,
     summarize_records,
     write_report,
 )
@@ -36,84 +33,50 @@ from aisp_trl.pipeline import (
 
 def main(script_args: AISPGenerationArguments, training_args, model_args) -> dict:
     """Runs generation, DPO and evaluation; returns the report (also written to ``training_args.output_dir``)."""
-    from accelerate import PartialState
     from trl import DPOTrainer, get_peft_config
 
-    state = PartialState()
-    model_name = model_args.model_name_or_path or EMBEDDED_MODEL
-    model, tokenizer = load_model_and_tokenizer(
-        model_name, dtype=model_args.dtype or "float32", device=str(state.device)
-    )
-    reward = build_reward(script_args.reward, device=state.device, max_length=script_args.reward_max_length)
-    train_prompts, eval_prompts = script_args.load_prompts()
-    generation_dir = script_args.output_path(training_args.output_dir)
-    gen_kwargs = dict(framing=script_args.framing, max_prompt_length=script_args.max_prompt_length)
-
-    records = run_generation(
-        model,
-        tokenizer,
-        reward,
-        train_prompts,
-        script_args.aisp_config(),
-        generation_dir,
-        accelerator=state,
-        max_new_tokens=script_args.max_new_tokens,
-        **gen_kwargs,
-    )
+    run = generate_for_training(script_args, model_args.model_name_or_path, model_args.dtype, training_args.output_dir)
     dataset = build_preference_dataset(
-        records,
+        run.records,
         rejected=script_args.rejected,
-        dataset_format=script_args.resolved_dataset_format(tokenizer),
+        dataset_format=script_args.resolved_dataset_format(run.tokenizer),
         drop_nonpositive_margin=script_args.drop_nonpositive_margin,
         seed=script_args.aisp_seed or 0,
     )
     if len(dataset) == 0:
         raise ValueError(
             f"no preference pair has a positive reward margin (rejected={script_args.rejected!r}, "
-            f"{len(records)} prompts); raise `sample_size` / `n_iterations`, use another `rejected`, or set "
+            f"{len(run.records)} prompts); raise `sample_size` / `n_iterations`, use another `rejected`, or set "
             "`drop_nonpositive_margin` to false."
         )
-    summary = summarize_records(records)
-    if state.is_main_process:
-        save_dataset(
-            dataset,
-            generation_dir / "preference_dataset",
-            kind="preference",
-            info={
-                "model": model_name,
-                "reward": script_args.reward,
-                "hyper_parameters": script_args.run_info(),
-                "counts": {
-                    "prompts": len(records),
-                    "pairs": len(dataset),
-                    "dropped_nonpositive_margin": len(records) - len(dataset),
-                },
-            },
-            push_to_hub=script_args.push_dataset_to_hub,
-        )
-
-    evaluate = dict(max_new_tokens=script_args.max_new_tokens, batch_size=script_args.eval_batch_size, **gen_kwargs)
-    base_eval = evaluate_greedy(model, tokenizer, reward, eval_prompts, accelerator=state, **evaluate)
+    summary = summarize_records(run.records)
+    counts = {
+        "prompts": len(run.records),
+        "pairs": len(dataset),
+        "dropped_nonpositive_margin": len(run.records) - len(dataset),
+    }
+    run.save(dataset, "preference_dataset", kind="preference", counts=counts)
+    base_eval = run.evaluate(run.model)
 
     peft_config = get_peft_config(model_args)
     # With LoRA the adapters are switched off for the reference; otherwise a frozen copy (DESIGN section 5)
-    ref_model = None if peft_config is not None else copy.deepcopy(model).eval()
+    ref_model = None if peft_config is not None else copy.deepcopy(run.model).eval()
     trainer = DPOTrainer(
-        model=model,
+        model=run.model,
         ref_model=ref_model,
         args=training_args,
         train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-        processing_class=tokenizer,
+        processing_class=run.tokenizer,
         peft_config=peft_config,
     )
     train_result = trainer.train()
     trainer.save_model(training_args.output_dir)
-    tuned_eval = evaluate_greedy(trainer.model, tokenizer, reward, eval_prompts, accelerator=state, **evaluate)
+    tuned_eval = run.evaluate(trainer.model)
 
     report = {
         "method": f"DPO ({', '.join(training_args.loss_type)}) on AISP preference pairs "
         f"(chosen = best, rejected = {script_args.rejected})",
-        "model": model_name,
+        "model": run.model_name,
         "reward": script_args.reward,
         "rewards": {
             "base greedy (held-out)": base_eval["mean_reward"],
@@ -121,16 +84,20 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             "base greedy (train prompts)": summary["greedy_reward"],
             "AISP best (train prompts)": summary["aisp_best_reward"],
         },
-        "counts": {"train_prompts": len(train_prompts), "eval_prompts": len(eval_prompts), "pairs": len(dataset)},
+        "counts": {
+            "train_prompts": len(run.train_prompts),
+            "eval_prompts": len(run.eval_prompts),
+            "pairs": len(dataset),
+        },
         "training": {"train_loss": train_result.training_loss, "steps": train_result.global_step},
         "aisp_best_so_far_curve": summary["best_so_far_curve"],
         "generation": script_args.run_info(),
         "held_out": {"base": base_eval["completions"], "dpo": tuned_eval["completions"]},
     }
-    if state.is_main_process:
+    if run.state.is_main_process:
         path = write_report(training_args.output_dir, report, title="AISP + DPO report")
         print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
-    state.wait_for_everyone()
+    run.state.wait_for_everyone()
     return report
 
 

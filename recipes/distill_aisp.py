@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 
-from aisp_trl.data import build_sft_dataset, save_dataset
-from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from aisp_trl.data import build_sft_dataset
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
-    build_reward,
-    evaluate_greedy,
+    generate_for_training,
     report_rewards_table,
-    run_generation,
     summarize_records,
     write_report,
 )
@@ -40,63 +37,28 @@ from aisp_trl.pipeline import (
 
 def main(script_args: AISPGenerationArguments, training_args, model_args) -> dict:
     """Runs generation, SFT and evaluation; returns the report (also written to ``training_args.output_dir``)."""
-    from accelerate import PartialState
     from trl import SFTTrainer, get_peft_config
 
-    state = PartialState()
-    model_name = model_args.model_name_or_path or EMBEDDED_MODEL
-    model, tokenizer = load_model_and_tokenizer(
-        model_name, dtype=model_args.dtype or "float32", device=str(state.device)
-    )
-    reward = build_reward(script_args.reward, device=state.device, max_length=script_args.reward_max_length)
-    train_prompts, eval_prompts = script_args.load_prompts()
-    generation_dir = script_args.output_path(training_args.output_dir)
-    gen_kwargs = dict(framing=script_args.framing, max_prompt_length=script_args.max_prompt_length)
-
-    records = run_generation(
-        model,
-        tokenizer,
-        reward,
-        train_prompts,
-        script_args.aisp_config(),
-        generation_dir,
-        accelerator=state,
-        max_new_tokens=script_args.max_new_tokens,
-        **gen_kwargs,
-    )
-    dataset = build_sft_dataset(records, script_args.resolved_dataset_format(tokenizer))
-    summary = summarize_records(records)
-    if state.is_main_process:
-        save_dataset(
-            dataset,
-            generation_dir / "sft_dataset",
-            kind="sft",
-            info={
-                "model": model_name,
-                "reward": script_args.reward,
-                "hyper_parameters": script_args.run_info(),
-                "counts": {"prompts": len(records), "rows": len(dataset)},
-            },
-            push_to_hub=script_args.push_dataset_to_hub,
-        )
-
-    evaluate = dict(max_new_tokens=script_args.max_new_tokens, batch_size=script_args.eval_batch_size, **gen_kwargs)
-    base_eval = evaluate_greedy(model, tokenizer, reward, eval_prompts, accelerator=state, **evaluate)
+    run = generate_for_training(script_args, model_args.model_name_or_path, model_args.dtype, training_args.output_dir)
+    dataset = build_sft_dataset(run.records, script_args.resolved_dataset_format(run.tokenizer))
+    summary = summarize_records(run.records)
+    run.save(dataset, "sft_dataset", kind="sft", counts={"prompts": len(run.records), "rows": len(dataset)})
+    base_eval = run.evaluate(run.model)
 
     trainer = SFTTrainer(
-        model=model,
+        model=run.model,
         args=training_args,
         train_dataset=dataset.select_columns(["prompt", "completion"]),
-        processing_class=tokenizer,
+        processing_class=run.tokenizer,
         peft_config=get_peft_config(model_args),
     )
     train_result = trainer.train()
     trainer.save_model(training_args.output_dir)
-    distilled_eval = evaluate_greedy(trainer.model, tokenizer, reward, eval_prompts, accelerator=state, **evaluate)
+    distilled_eval = run.evaluate(trainer.model)
 
     report = {
         "method": "AISP distillation (SFT on AISP's best samples)",
-        "model": model_name,
+        "model": run.model_name,
         "reward": script_args.reward,
         "rewards": {
             "base greedy (held-out)": base_eval["mean_reward"],
@@ -104,7 +66,11 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             "base greedy (train prompts)": summary["greedy_reward"],
             "AISP best (train prompts)": summary["aisp_best_reward"],
         },
-        "counts": {"train_prompts": len(train_prompts), "eval_prompts": len(eval_prompts), "sft_rows": len(dataset)},
+        "counts": {
+            "train_prompts": len(run.train_prompts),
+            "eval_prompts": len(run.eval_prompts),
+            "sft_rows": len(dataset),
+        },
         "training": {"train_loss": train_result.training_loss, "steps": train_result.global_step},
         "aisp_best_so_far_curve": summary["best_so_far_curve"],
         "generation": script_args.run_info(),
@@ -113,10 +79,10 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             "distilled": distilled_eval["completions"],
         },
     }
-    if state.is_main_process:
+    if run.state.is_main_process:
         path = write_report(training_args.output_dir, report, title="AISP distillation report")
         print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
-    state.wait_for_everyone()
+    run.state.wait_for_everyone()
     return report
 
 
