@@ -116,7 +116,7 @@ class _SamplerBase:
         length_sampler: Callable[[], int],
         generation_config: GenerationConfig | None,
     ):
-        find_output_layer(model)  # fails early, naming the fix, for a model without an LM head
+        self.output_layer = find_output_layer(model)  # fails early, naming the fix, without an LM head
         self.generator_model = generation_model(model)
         if getattr(tokenizer, "pad_token_id", None) is None:
             raise ValueError(
@@ -139,7 +139,7 @@ class _SamplerBase:
         )
         config = getattr(self.generator_model, "config", None) or getattr(inner, "config", None)
         self.context_length = _context_length(config)
-        self.vocab_size = find_output_layer(model).weight.shape[0]
+        self.vocab_size = self.output_layer.weight.shape[0]
 
     n_candidates: int = 1
 
@@ -237,7 +237,7 @@ class _SamplerBase:
     def _device(self, device: str | torch.device | None) -> torch.device:
         if device is not None:
             return torch.device(device)
-        return find_output_layer(self.model).weight.device
+        return self.output_layer.weight.device
 
     def _left_pad(self, rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Left-pads token rows into `(B, L)` input ids and attention mask."""
@@ -453,7 +453,7 @@ class AISPSampler(_SamplerBase):
     ) -> list[AISPResult]:
         """Algorithm 1 for ``b`` prompts at once: ``b * n`` rows, a mean ``U`` and weights per prompt."""
         cfg, n = self.config, self.config.sample_size
-        width = find_output_layer(self.model).weight.shape[1]
+        width = self.output_layer.weight.shape[1]
         tau_max = max(horizons)
         generation_kwargs = dict(generation_kwargs)  # _greedy_config moves generation settings into the config
         gen_config = self._greedy_config(tau_max, generation_kwargs)
