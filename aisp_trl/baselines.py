@@ -88,6 +88,9 @@ class GaussianBestOfNSampler(AISPSampler):
             sigma2=sigma2,
             lam=1.0,
             alpha=1.0,
+            proposal="iid",  # the paper's BoN (N): i.i.d. per-step noise, whatever AISP's default proposal is
+            sigma_decay=1.0,
+            reuse_samples=False,
             prompt_batch_size=prompt_batch_size,
             show_progress=show_progress,
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .proposals import PROPOSALS
+
 
 @dataclass
 class AISPConfig:
@@ -15,8 +17,10 @@ class AISPConfig:
     Example:
         ```python
         >>> from aisp_trl import AISPConfig
-        >>> AISPConfig(sample_size=8, n_iterations=4, sigma2=0.5, lam=0.1).total_samples
+        >>> AISPConfig(sample_size=8, n_iterations=4).total_samples
         32
+        >>> AISPConfig(lam="0.3").lam  # a fixed temperature, e.g. from the command line (the paper's mode)
+        0.3
         ```
     """
 
@@ -32,11 +36,41 @@ class AISPConfig:
         default=0.5,
         metadata={"help": "sigma^2: variance of the Gaussian pre-logit noise v_t ~ N(u_t, sigma^2 I)."},
     )
-    lam: float = field(
-        default=0.3,
+    lam: str = field(
+        default="auto",
         metadata={
-            "help": "lambda > 0: temperature of the importance weights exp(r / lambda). Small values "
-            "approach best-of-n (Theorem 3.3); choose it on the scale of your reward's spread."
+            "help": "lambda: temperature of the importance weights exp(r / lambda). 'auto' (default) chooses it at "
+            "every iteration so that the weights' effective sample size is ess_target * n, which makes AISP "
+            "independent of the reward's scale and offset. A number > 0 fixes it (the paper's mode; small values "
+            "approach best-of-n, Theorem 3.3; it must then match your reward's spread)."
+        },
+    )
+    ess_target: float = field(
+        default=0.5,
+        metadata={
+            "help": "With lam='auto': target effective sample size of the weights as a fraction of n, in (0, 1)."
+        },
+    )
+    proposal: str = field(
+        default="iid",
+        metadata={
+            "help": "Noise proposal: 'iid' (the paper: v_t independent per step), 'steering' (one vector added at "
+            "every step: a search space of d instead of tau * d) or 'ar1' (v_t correlated over steps by rho)."
+        },
+    )
+    rho: float = field(default=0.9, metadata={"help": "With proposal='ar1': correlation of v_t between steps, [0, 1)."})
+    sigma_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "sigma^2 schedule: iteration k draws with sigma2 * sigma_decay^(k-1); 1 keeps it fixed (the "
+            "paper), values < 1 shrink the noise to exploit around the mean."
+        },
+    )
+    reuse_samples: bool = field(
+        default=False,
+        metadata={
+            "help": "Update the mean from every sample drawn so far, weighted against the mixture of all past "
+            "proposals (adaptive multiple importance sampling, Cornuet et al. 2012), not only the last n."
         },
     )
     alpha: float = field(
@@ -75,10 +109,16 @@ class AISPConfig:
             )
         if not _is_positive_number(self.sigma2):
             raise ValueError(f"`sigma2` must be a finite number > 0, got {self.sigma2!r}; the paper uses 0.1-0.7.")
-        if not _is_positive_number(self.lam):
+        self.lam = _parse_lam(self.lam)
+        if not (isinstance(self.ess_target, int | float) and 0.0 < self.ess_target < 1.0):
+            raise ValueError(f"`ess_target` must lie in (0, 1), got {self.ess_target!r}; 0.5 is a good default.")
+        if self.proposal not in PROPOSALS:
+            raise ValueError(f"`proposal` must be one of {list(PROPOSALS)}, got {self.proposal!r}.")
+        if isinstance(self.rho, bool) or not isinstance(self.rho, int | float) or not 0.0 <= self.rho < 1.0:
+            raise ValueError(f"`rho` must lie in [0, 1), got {self.rho!r}; e.g. 0.9.")
+        if not (isinstance(self.sigma_decay, int | float) and 0.0 < self.sigma_decay <= 1.0):
             raise ValueError(
-                f"`lam` must be a finite number > 0, got {self.lam!r}; use a small positive value "
-                "(e.g. 1e-3) for best-of-n-like weights."
+                f"`sigma_decay` must lie in (0, 1], got {self.sigma_decay!r}; 1 keeps sigma2 fixed, 0.8 shrinks it."
             )
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha <= 1.0):
             raise ValueError(f"`alpha` must lie in (0, 1], got {self.alpha!r}; the paper uses 0.99-0.99999.")
@@ -89,6 +129,25 @@ class AISPConfig:
     def total_samples(self) -> int:
         """N = n * kappa, the reward evaluations spent per prompt."""
         return self.sample_size * self.n_iterations
+
+
+def _parse_lam(value: object) -> str | float:
+    """``"auto"`` or a finite number > 0 (also from a command-line string such as ``"0.3"``)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(
+                f"`lam` must be 'auto' or a number > 0, got {value!r}; e.g. lam='auto' or lam=0.3."
+            ) from None
+    if not _is_positive_number(value):
+        raise ValueError(
+            f"`lam` must be 'auto' or a finite number > 0, got {value!r}; use 'auto', or a small positive value "
+            "(e.g. 1e-3) for best-of-n-like weights."
+        )
+    return float(value)  # type: ignore[arg-type]
 
 
 def _is_positive_number(value: object) -> bool:

@@ -59,7 +59,19 @@ logger = logging.getLogger(__name__)
 SHARD_DIR = "shards"
 RECORDS_FILE = "records.jsonl"
 RUN_FILE = "aisp_run.json"
-_AISP_FIELDS = ("sample_size", "n_iterations", "sigma2", "lam", "alpha", "prompt_batch_size")
+_AISP_FIELDS = (
+    "sample_size",
+    "n_iterations",
+    "sigma2",
+    "lam",
+    "alpha",
+    "ess_target",
+    "proposal",
+    "rho",
+    "sigma_decay",
+    "reuse_samples",
+    "prompt_batch_size",
+)
 _AISP_DEFAULTS = {f.name: f.default for f in fields(AISPConfig)}
 _AISP_HELP = {f.name: dict(f.metadata) for f in fields(AISPConfig)}
 
@@ -123,8 +135,13 @@ class AISPGenerationArguments:
     sample_size: int = field(default=_AISP_DEFAULTS["sample_size"], metadata=_AISP_HELP["sample_size"])
     n_iterations: int = field(default=_AISP_DEFAULTS["n_iterations"], metadata=_AISP_HELP["n_iterations"])
     sigma2: float = field(default=_AISP_DEFAULTS["sigma2"], metadata=_AISP_HELP["sigma2"])
-    lam: float = field(default=_AISP_DEFAULTS["lam"], metadata=_AISP_HELP["lam"])
+    lam: str = field(default=_AISP_DEFAULTS["lam"], metadata=_AISP_HELP["lam"])
     alpha: float = field(default=_AISP_DEFAULTS["alpha"], metadata=_AISP_HELP["alpha"])
+    ess_target: float = field(default=_AISP_DEFAULTS["ess_target"], metadata=_AISP_HELP["ess_target"])
+    proposal: str = field(default=_AISP_DEFAULTS["proposal"], metadata=_AISP_HELP["proposal"])
+    rho: float = field(default=_AISP_DEFAULTS["rho"], metadata=_AISP_HELP["rho"])
+    sigma_decay: float = field(default=_AISP_DEFAULTS["sigma_decay"], metadata=_AISP_HELP["sigma_decay"])
+    reuse_samples: bool = field(default=_AISP_DEFAULTS["reuse_samples"], metadata=_AISP_HELP["reuse_samples"])
     prompt_batch_size: int = field(default=4, metadata={"help": "Batched AISP: prompts per batch and process."})
     aisp_seed: int | None = field(
         default=0, metadata={"help": "Seed of the AISP noise (a fixed seed makes a resumed run reproducible)."}
@@ -148,7 +165,7 @@ class AISPGenerationArguments:
     )
 
     def __post_init__(self) -> None:
-        self.aisp_config()  # validates the AISP fields, naming the bad one
+        self.lam = self.aisp_config().lam  # validates the AISP fields, naming the bad one; "0.3" -> 0.3
         choices = {
             "prompt_preprocessing": PREPROCESSINGS,
             "framing": FRAMINGS,

@@ -22,10 +22,12 @@ from transformers import GenerationConfig
 
 from .config import AISPConfig
 from .hooks import find_output_layer, generation_model, perturb_prelogits, unwrap_model
-from .ops import ais_step, sample_prelogit_noise
+from .ops import StepInfo, ais_step, amis_step
+from .proposals import make_proposal
 from .rewards import RewardFunction, as_reward_function
 
 QueryInput = list[int] | Tensor | list[Tensor] | list[list[int]]
+_DEFAULTS = AISPConfig()
 
 
 class LengthSampler:
@@ -76,7 +78,10 @@ class AISPResult:
         best: the highest-reward sample (the paper's answer), first one on ties.
         mean_reward, best_reward, best_so_far: per-iteration curves of the paper's Fig. 3 (finite rewards).
         ess: effective sample size of the weights at each iteration (``n`` for best-of-n).
-        final_mean: ``U^{kappa+1}``, shape `(horizon, d)`, on CPU (``None`` for best-of-n).
+        lam: the temperature used at each iteration (solved per iteration with ``lam="auto"``; ``inf`` when the
+            rewards did not vary); empty for best-of-n.
+        final_mean: ``U^{kappa+1}``, shape `(horizon, d)` (`(1, d)` for the steering proposal), on CPU (``None``
+            for best-of-n).
     """
 
     prompt: str
@@ -87,6 +92,7 @@ class AISPResult:
     best_reward: list[float] = field(default_factory=list)
     best_so_far: list[float] = field(default_factory=list)
     ess: list[float] = field(default_factory=list)
+    lam: list[float] = field(default_factory=list)
     final_mean: Tensor | None = None
 
     @property
@@ -328,13 +334,17 @@ class AISPSampler(_SamplerBase):
             its token ids, so results do not depend on batching. The global RNG is never touched.
         n_candidates (`int`, defaults to 1): texts returned per query by `generate`.
         generation_config (`GenerationConfig`, *optional*): base generation settings (forced greedy).
-        n_iterations, sigma2, lam, alpha, prompt_batch_size: see `AISPConfig`.
+        n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples,
+            prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
         show_progress (`bool`, defaults to False): a tqdm bar over iterations.
+
+    Each call of `generate` / `search` draws fresh noise (a call counter enters the noise streams, as trl's sampler
+    drew from its RNG on every call); two samplers built with the same seed give the same sequence of calls.
 
     Example:
         ```python
         >>> sampler = AISPSampler(model, tokenizer, queries_to_scores, LengthSampler(16, 17),
-        ...                       sample_size=8, n_iterations=4, sigma2=0.5, lam=0.1, seed=0)
+        ...                       sample_size=8, n_iterations=4, seed=0)
         >>> sampler.generate(tokenizer("The movie was").input_ids)  # [[best text]]
         ```
     """
@@ -350,10 +360,15 @@ class AISPSampler(_SamplerBase):
         n_candidates: int = 1,
         generation_config: GenerationConfig | None = None,
         *,
-        n_iterations: int = 4,
-        sigma2: float = 0.5,
-        lam: float = 0.3,
-        alpha: float = 0.999,
+        n_iterations: int = _DEFAULTS.n_iterations,
+        sigma2: float = _DEFAULTS.sigma2,
+        lam: float | str = _DEFAULTS.lam,
+        alpha: float = _DEFAULTS.alpha,
+        ess_target: float = _DEFAULTS.ess_target,
+        proposal: str = _DEFAULTS.proposal,
+        rho: float = _DEFAULTS.rho,
+        sigma_decay: float = _DEFAULTS.sigma_decay,
+        reuse_samples: bool = _DEFAULTS.reuse_samples,
         prompt_batch_size: int = 1,
         show_progress: bool = False,
     ):
@@ -363,13 +378,20 @@ class AISPSampler(_SamplerBase):
             sigma2=sigma2,
             lam=lam,
             alpha=alpha,
+            ess_target=ess_target,
+            proposal=proposal,
+            rho=rho,
+            sigma_decay=sigma_decay,
+            reuse_samples=reuse_samples,
             n_candidates=n_candidates,
             prompt_batch_size=prompt_batch_size,
             seed=seed,
         )
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
+        self.proposal = make_proposal(self.config.proposal, self.config.rho)
         self.seed = seed if seed is not None else secrets.randbits(63)
-        self.n_candidates, self.show_progress = n_candidates, show_progress
+        self.sample_size, self.n_candidates, self.show_progress = sample_size, n_candidates, show_progress
+        self._calls = 0  # search() calls so far: each call draws fresh noise
 
     @classmethod
     def from_config(
@@ -394,6 +416,11 @@ class AISPSampler(_SamplerBase):
             sigma2=config.sigma2,
             lam=config.lam,
             alpha=config.alpha,
+            ess_target=config.ess_target,
+            proposal=config.proposal,
+            rho=config.rho,
+            sigma_decay=config.sigma_decay,
+            reuse_samples=config.reuse_samples,
             prompt_batch_size=config.prompt_batch_size,
             **kwargs,
         )
@@ -413,6 +440,7 @@ class AISPSampler(_SamplerBase):
                 (e.g. the raw user message before the chat template); defaults to the decoded query.
         """
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
+        call, self._calls = self._calls, self._calls + 1
 
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
@@ -424,6 +452,7 @@ class AISPSampler(_SamplerBase):
         ) as progress:
             for batch in batches:
                 batch_results = self._search_batch(
+                    call,
                     [queries[i] for i in batch],
                     [prompt_texts[i] for i in batch],
                     [horizons[i] for i in batch],
@@ -436,13 +465,15 @@ class AISPSampler(_SamplerBase):
                     results[i] = result
         return results  # type: ignore[return-value]
 
-    def _noise_generator(self, query: list[int]) -> torch.Generator:
-        """A noise stream per query, derived from the sampler seed and the query's token ids (not its slot)."""
-        digest = hashlib.sha256(f"{self.seed}:{','.join(map(str, query))}".encode()).digest()
+    def _noise_generator(self, query: list[int], call: int = 0) -> torch.Generator:
+        """A noise stream per query and call: from the seed, the call index and the query's token ids (not its slot
+        in the batch, so batching does not change a query's result)."""
+        digest = hashlib.sha256(f"{self.seed}:{call}:{','.join(map(str, query))}".encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
     def _search_batch(
         self,
+        call: int,
         queries: list[list[int]],
         prompts: list[str],
         horizons: list[int],
@@ -461,19 +492,23 @@ class AISPSampler(_SamplerBase):
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
         input_ids, attention_mask = self._left_pad(rows, device)
         row_horizons = [tau for tau in horizons for _ in range(n)]
-        generators = [self._noise_generator(q) for q in queries]
-        means = [torch.zeros(tau, width) for tau in horizons]  # U^1 = 0, shape (tau_j, d), on CPU
+        generators = [self._noise_generator(q, call) for q in queries]
+        proposal = self.proposal
+        # U^1 = 0: shape (tau_j, d), or (1, d) for a steering vector; on CPU
+        means = [torch.zeros(proposal.mean_shape(tau, width)) for tau in horizons]
+        history: list[list[tuple[Tensor, float, Tensor, Tensor]]] = [[] for _ in queries]  # for reuse_samples
         results = [
             AISPResult(prompt=p, query_ids=q, horizon=t, samples=[])
             for p, q, t in zip(prompts, queries, horizons, strict=True)
         ]
 
         for k in range(1, cfg.n_iterations + 1):
-            # line 4: V^{i,k} ~ N(U^k, sigma^2 I), one (n, tau_j, d) draw per prompt from its own stream
-            samples = [sample_prelogit_noise(u, cfg.sigma2, n, g) for u, g in zip(means, generators, strict=True)]
+            sigma2 = cfg.sigma2 * cfg.sigma_decay ** (k - 1)  # the optional schedule; fixed in the paper
+            # line 4: V^{i,k} ~ q(. | U^k, sigma^2), one (n, T, d) draw per prompt from its own stream
+            samples = [proposal.draw(u, sigma2, n, g) for u, g in zip(means, generators, strict=True)]
             noise = torch.zeros(len(rows), tau_max, width)
-            for j, v in enumerate(samples):
-                noise[j * n : (j + 1) * n, : v.shape[1]] = v
+            for j, (v, tau) in enumerate(zip(samples, horizons, strict=True)):
+                noise[j * n : (j + 1) * n, :tau] = proposal.to_steps(v, tau)
             # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau
             with torch.no_grad(), perturb_prelogits(self.model, noise):
                 output = self.generator_model.generate(
@@ -499,12 +534,41 @@ class AISPSampler(_SamplerBase):
                     for i in range(n)
                 )
                 # lines 18-20 (best so far) and 22-23 (weights of Eq. 18, then U^{k+1} = sum_i w^i V^i)
-                means[j], _, ess = ais_step(means[j], samples[j], r, lam=cfg.lam, alpha=cfg.alpha, sigma2=cfg.sigma2)
-                _record_curves(result, r, float(ess))
+                step = self._update(means[j], sigma2, samples[j], r, history[j])
+                means[j] = step.mean
+                _record_curves(result, r, float(step.ess))
+                result.lam.append(float(step.lam))
             progress.update(1)
         for result, mean in zip(results, means, strict=True):
             result.final_mean = mean
         return results
+
+    def _update(self, mean: Tensor, sigma2: float, samples: Tensor, rewards: Tensor, history: list[tuple]) -> StepInfo:
+        """The mean update of one prompt: Eq. 18 on this iteration's samples, or on every sample so far (AMIS)."""
+        cfg = self.config
+        if not cfg.reuse_samples:
+            return ais_step(
+                mean,
+                samples,
+                rewards,
+                lam=cfg.lam,
+                alpha=cfg.alpha,
+                sigma2=sigma2,
+                proposal=self.proposal,
+                ess_target=cfg.ess_target,
+            )
+        history.append((mean, sigma2, samples, rewards))
+        means, sigma2s, pooled, pooled_rewards = zip(*history, strict=True)
+        return amis_step(
+            torch.stack(means),
+            torch.tensor(sigma2s, dtype=torch.float64),
+            torch.stack(pooled),
+            torch.stack(pooled_rewards),
+            lam=cfg.lam,
+            alpha=cfg.alpha,
+            proposal=self.proposal,
+            ess_target=cfg.ess_target,
+        )
 
 
 class BestOfNSampler(_SamplerBase):

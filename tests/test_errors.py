@@ -63,7 +63,7 @@ def test_sigma2_not_positive(value):
 
 @pytest.mark.parametrize("value", [0.0, -1.0, math.nan])
 def test_lam_not_positive(value):
-    with pytest.raises(ValueError, match=r"`lam` must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"`lam` must be .auto. or a finite number > 0"):
         AISPConfig(lam=value)
 
 

@@ -33,12 +33,12 @@ def _ids(tok, text):
 
 
 def test_the_four_query_forms_give_the_same_texts(model, tok):
-    sampler = _aisp(model, tok)
     a, b = _ids(tok, QUERIES[0]), _ids(tok, QUERIES[1])
-    single_list = sampler.generate(a)
-    single_tensor = sampler.generate(torch.tensor(a))
-    many_tensors = sampler.generate([torch.tensor(a), torch.tensor(b)])
-    many_lists = sampler.generate([a, b])
+    # a fresh sampler per call: each call of one sampler draws fresh noise
+    single_list = _aisp(model, tok).generate(a)
+    single_tensor = _aisp(model, tok).generate(torch.tensor(a))
+    many_tensors = _aisp(model, tok).generate([torch.tensor(a), torch.tensor(b)])
+    many_lists = _aisp(model, tok).generate([a, b])
     assert single_list == single_tensor == many_tensors[:1] == many_lists[:1]
     assert many_tensors == many_lists and len(many_lists) == 2
 
@@ -55,9 +55,8 @@ def test_n_candidates_texts_per_query_starting_with_the_query(model, tok, sample
 
 def test_candidates_are_the_best_scored_texts(model, tok):
     reward = letter_reward("e")
-    sampler = _aisp(model, tok, reward, n_candidates=3)
-    result = sampler.search(_ids(tok, QUERIES[0]))[0]
-    texts = sampler.generate(_ids(tok, QUERIES[0]))[0]
+    result = _aisp(model, tok, reward, n_candidates=3).search(_ids(tok, QUERIES[0]))[0]
+    texts = _aisp(model, tok, reward, n_candidates=3).generate(_ids(tok, QUERIES[0]))[0]
     scores = sorted((s.reward for s in result.samples), reverse=True)
     assert reward(texts) == scores[:3]
     assert result.best.reward == max(s.reward for s in result.samples) == result.best_so_far[-1]
@@ -214,3 +213,55 @@ def test_generation_kwargs_reach_generate_without_overriding_greedy(model, tok):
     assert all(len(s.completion_ids) == 6 for s in result.samples)  # EOS suppressed until the horizon
     bon = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 4, 0).search(query, min_new_tokens=6)[0]
     assert all(len(s.completion_ids) == 6 for s in bon.samples)
+
+
+def test_each_call_draws_fresh_noise_and_same_seed_repeats_the_sequence(model, tok):
+    query = _ids(tok, "the cat")
+    first, second = _aisp(model, tok), _aisp(model, tok)
+    calls_a = [[s.text for s in first.search(query)[0].samples] for _ in range(2)]
+    calls_b = [[s.text for s in second.search(query)[0].samples] for _ in range(2)]
+    assert calls_a[0] != calls_a[1]  # a second call draws new noise (trl drew from its RNG on every call)
+    assert calls_a == calls_b  # two samplers with the same seed give the same sequence of calls
+    assert first.sample_size == 4 and first.n_candidates == 1
+
+
+@pytest.mark.parametrize("proposal", ["iid", "steering", "ar1"])
+def test_auto_lambda_is_free_of_the_reward_scale(model, tok, proposal):
+    # lam="auto": multiplying every reward by c > 0 and adding a constant gives the same samples and means
+    base_reward = letter_reward("x")
+    query = _ids(tok, "a dog sat on")
+    kw = {"lam": "auto", "alpha": 0.99, "proposal": proposal, "sample_size": 6}
+    base = _aisp(model, tok, base_reward, **kw).search(query)[0]
+    scaled = _aisp(model, tok, lambda texts: [250.0 * r - 3.0 for r in base_reward(texts)], **kw).search(query)[0]
+    assert [s.text for s in base.samples] == [s.text for s in scaled.samples]
+    torch.testing.assert_close(base.final_mean, scaled.final_mean)
+    finite = [(a, b) for a, b in zip(base.lam, scaled.lam, strict=True) if a != float("inf")]
+    assert finite and all(b == pytest.approx(250.0 * a, rel=1e-6) for a, b in finite)
+    assert all(e == pytest.approx(0.5 * 6, rel=1e-6) for e, lam in zip(base.ess, base.lam, strict=True) if lam < 1e300)
+
+
+def test_steering_proposal_adds_one_vector_at_every_step(model, tok):
+    from aisp_trl.hooks import perturb_prelogits
+
+    result = _aisp(model, tok, proposal="steering", n_iterations=2).search(_ids(tok, "the cat"))[0]
+    assert result.final_mean.shape == (1, model.config.hidden_size)
+    # decoding with the steering vector broadcast over the 8 steps reproduces a sample of iteration 1
+    sampler = _aisp(model, tok, proposal="steering", n_iterations=1)
+    query = _ids(tok, "the cat")
+    v = sampler.proposal.draw(torch.zeros(1, model.config.hidden_size), 1.0, 4, sampler._noise_generator(query))
+    with torch.no_grad(), perturb_prelogits(model, sampler.proposal.to_steps(v[:1], 8)):
+        out = model.generate(torch.tensor([query]), do_sample=False, max_new_tokens=8)
+    assert sampler.search(query)[0].samples[0].completion_ids == out[0, len(query) :].tolist()[:8]
+
+
+def test_reuse_samples_and_sigma_schedule_run_and_report(model, tok):
+    result = _aisp(model, tok, reuse_samples=True, sigma_decay=0.5, lam="auto", n_iterations=3).search(
+        _ids(tok, "the cat")
+    )[0]
+    assert len(result.samples) == 12 and len(result.ess) == len(result.lam) == 3
+    # the pooled ESS target is ess_target * n of the k * n samples
+    assert all(e <= 12 for e in result.ess)
+    # with one iteration, reusing samples is the plain update
+    one = _aisp(model, tok, n_iterations=1, alpha=0.9).search(_ids(tok, "we"))[0]
+    pooled = _aisp(model, tok, n_iterations=1, alpha=0.9, reuse_samples=True).search(_ids(tok, "we"))[0]
+    torch.testing.assert_close(one.final_mean, pooled.final_mean)
