@@ -36,6 +36,11 @@ Prompt = str | list[Message]
 
 BUILTIN = "builtin"
 """Prompt source name that selects the built-in prompts of `aisp_trl.prompts`."""
+GENERAL = "general"
+"""Prompt source name that selects `aisp_trl.prompts.GENERAL_PROMPTS`; ``"general:<split>"`` selects one split of
+[`aisp_trl.prompts.prompt_split`] (``train``, ``held_out``, ``tune``, ``bench``)."""
+GENERAL_SOURCES = (GENERAL, *(f"{GENERAL}:{name}" for name in ("train", "held_out", "tune", "bench")))
+"""Every prompt source name backed by `GENERAL_PROMPTS`."""
 
 PREPROCESSINGS = ("auto", "hh-rlhf", "shp", "none")
 FRAMINGS = ("auto", "chat_template", "user", "human", "none")
@@ -161,7 +166,9 @@ def load_prompt_dataset(
     """Loads prompts into a `Dataset` with a single ``prompt`` column.
 
     Args:
-        source (`str`, defaults to `"builtin"`): ``"builtin"`` (the prompts of `aisp_trl.prompts`), a ``.json`` /
+        source (`str`, defaults to `"builtin"`): ``"builtin"`` (the prompts of `aisp_trl.prompts`), ``"general"``
+            (`aisp_trl.prompts.GENERAL_PROMPTS`) or ``"general:train"`` / ``"general:held_out"`` /
+            ``"general:tune"`` / ``"general:bench"`` (its fixed splits, see `prompt_split`), a ``.json`` /
             ``.jsonl`` file, a folder saved with ``save_to_disk``, or a Hugging Face dataset name or folder.
         config (`str`, *optional*): the dataset configuration (``load_dataset(name, config)``).
         split (`str`, defaults to `"train"`): the split to read.
@@ -189,6 +196,13 @@ def load_prompt_dataset(
         from .prompts import builtin_prompts
 
         dataset = Dataset.from_dict({"prompt": builtin_prompts()})
+    elif source == GENERAL or source.startswith(f"{GENERAL}:"):
+        from .prompts import GENERAL_PROMPTS, prompt_split
+
+        if source not in GENERAL_SOURCES:
+            raise ValueError(f"`source` {source!r} is not a general prompt source; use one of {GENERAL_SOURCES}.")
+        general = list(GENERAL_PROMPTS) if source == GENERAL else prompt_split(source.split(":", 1)[1])
+        dataset = Dataset.from_dict({"prompt": general})
     else:
         path = Path(source)
         if path.suffix in {".json", ".jsonl"}:
