@@ -2,8 +2,10 @@
 
 [`run_generation`] splits the pending prompts between processes (``split_between_processes``), runs batched AISP
 per process, records the base model's plain greedy response next to AISP's samples, appends one JSON record per
-prompt to ``output_dir/shards/records-{rank:05d}.jsonl`` after each prompt batch, and gathers the records
-(``gather_object``). A killed run resumes: prompts whose records are on disk are skipped, none is written twice.
+prompt to ``output_dir/shards/records-{rank:05d}.jsonl`` after each prompt batch, and, once every process is done,
+reads all shards back from disk (nothing but a barrier goes between processes, so ``output_dir`` must be on a file
+system all processes share). A killed run resumes: prompts whose records are on disk are skipped, none is written
+twice; ``aisp_run.json`` records the settings, model, dtype and reward, and a resume with others is refused.
 Each prompt's noise stream is derived from the seed and its token ids, so the records do not depend on how the
 prompts were split or resumed (exactly so with ``prompt_batch_size=1``; up to padding noise otherwise).
 
@@ -41,6 +43,7 @@ from .data import (
     BUILTIN,
     DATASET_FORMATS,
     FRAMINGS,
+    GENERAL,
     PREPROCESSINGS,
     REJECTED_CHOICES,
     Prompt,
@@ -91,8 +94,9 @@ class AISPGenerationArguments:
     prompt_source: str = field(
         default=BUILTIN,
         metadata={
-            "help": "'builtin', a .json/.jsonl file, a folder saved with save_to_disk, or a Hugging Face dataset "
-            "(e.g. Anthropic/hh-rlhf, stanfordnlp/SHP)."
+            "help": "'builtin', 'general' (project-written prompts with a fixed train / held-out split; also "
+            "'general:train', 'general:held_out', 'general:tune', 'general:bench'), a .json/.jsonl file, a folder "
+            "saved with save_to_disk, or a Hugging Face dataset (e.g. Anthropic/hh-rlhf, stanfordnlp/SHP)."
         },
     )
     prompt_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
@@ -112,7 +116,15 @@ class AISPGenerationArguments:
         default=16, metadata={"help": "Prompts to generate for (training prompts); None takes all but the held-out."}
     )
     num_eval_prompts: int = field(
-        default=8, metadata={"help": "Held-out prompts (after the training ones) for the greedy evaluation."}
+        default=8,
+        metadata={
+            "help": "Held-out prompts for the greedy evaluation, fixed whatever max_prompts is: the first ones of "
+            "'general:held_out' for 'general' / 'general:train', else the source's first num_eval_prompts (after "
+            "shuffling, if asked); training prompts come after them."
+        },
+    )
+    held_out_rule: str = field(
+        default="", init=False, metadata={"help": "Set by `load_prompts`: which prompts were held out (for reports)."}
     )
     framing: str = field(
         default="auto",
@@ -199,26 +211,59 @@ class AISPGenerationArguments:
         return "conversational" if resolve_framing(self.framing, tokenizer) == "chat_template" else "standard"
 
     def load_prompts(self) -> tuple[list[Prompt], list[Prompt]]:
-        """The training prompts (``max_prompts``) and the held-out ones (the next ``num_eval_prompts``)."""
-        limit = None if self.max_prompts is None else self.max_prompts + self.num_eval_prompts
-        prompts = load_prompts(
-            self.prompt_source,
-            config=self.prompt_config,
-            split=self.prompt_split,
-            prompt_column=self.prompt_column,
-            preprocessing=self.prompt_preprocessing,
-            max_prompts=limit,
-            shuffle_seed=self.prompt_shuffle_seed,
-        )
-        n_train = self.max_prompts if self.max_prompts is not None else len(prompts) - self.num_eval_prompts
-        if n_train < 1 or n_train >= len(prompts) and self.num_eval_prompts:
+        """The training prompts (``max_prompts``) and the held-out ones (``num_eval_prompts``).
+
+        The held-out set never depends on ``max_prompts``, so changing it never turns a held-out prompt into a
+        training prompt:
+
+        - ``"general"`` and ``"general:train"``: the first ``num_eval_prompts`` of the fixed ``"general:held_out"``
+          split (`aisp_trl.prompts.prompt_split`) are held out; the training prompts are the first ``max_prompts``
+          of ``"general:train"`` (after shuffling, if asked; the held-out prompts are never shuffled);
+        - any other source (``"builtin"``, files, datasets, the other ``"general:*"`` splits): its first
+          ``num_eval_prompts`` prompts (after shuffling with ``prompt_shuffle_seed``, if set) are held out and the
+          training prompts are the next ``max_prompts``. Taking the first ones keeps the set fixed when a source
+          grows at its end, and reads only ``num_eval_prompts + max_prompts`` rows of a large dataset.
+
+        The rule is logged with the held-out prompts, and stored in ``held_out_rule`` (reported by `run_info`).
+
+        Raises:
+            ValueError: If the source has fewer than ``num_eval_prompts`` plus ``max_prompts`` (at least one) prompts.
+        """
+        common = {
+            "config": self.prompt_config,
+            "split": self.prompt_split,
+            "prompt_column": self.prompt_column,
+            "preprocessing": self.prompt_preprocessing,
+        }
+        n_eval = self.num_eval_prompts
+        if self.prompt_source in (GENERAL, f"{GENERAL}:train"):
+            train_pool = load_prompts(f"{GENERAL}:train", **common, shuffle_seed=self.prompt_shuffle_seed)
+            held_out_pool = load_prompts(f"{GENERAL}:held_out", **common)
+            train, held_out = train_pool[: self.max_prompts], held_out_pool[:n_eval]
+            available = (len(train_pool), len(held_out_pool))
+            rule = f"the first {n_eval} prompts of the fixed 'general:held_out' split (aisp_trl.prompts.prompt_split)"
+        else:
+            limit = None if self.max_prompts is None else n_eval + self.max_prompts
+            seed = self.prompt_shuffle_seed
+            prompts = load_prompts(self.prompt_source, **common, max_prompts=limit, shuffle_seed=seed)
+            held_out, train = prompts[:n_eval], prompts[n_eval:]
+            available = (max(len(prompts) - n_eval, 0), min(len(prompts), n_eval))
+            shuffled = "" if seed is None else f" after shuffling with seed {seed}"
+            rule = f"the first {n_eval} prompts of {self.prompt_source!r}{shuffled}; training prompts follow them"
+        if not train or len(held_out) < n_eval or (self.max_prompts is not None and len(train) < self.max_prompts):
             raise ValueError(
-                f"`prompt_source` {self.prompt_source!r} has {len(prompts)} prompts, too few for max_prompts="
-                f"{self.max_prompts} plus num_eval_prompts={self.num_eval_prompts}; lower them."
+                f"`prompt_source` {self.prompt_source!r} has too few prompts for max_prompts={self.max_prompts} plus "
+                f"num_eval_prompts={n_eval} (at most {available[0]} training and {available[1]} held-out ones with "
+                "these settings); lower them."
             )
-        train, held_out = prompts[:n_train], prompts[n_train : n_train + self.num_eval_prompts]
-        if len(held_out) < self.num_eval_prompts:
-            logger.warning("Only %d held-out prompts (asked for %d).", len(held_out), self.num_eval_prompts)
+        self.held_out_rule = f"held out: {rule}, independent of max_prompts"
+        logger.info(
+            "%d training prompts, %d %s: %s",
+            len(train),
+            len(held_out),
+            self.held_out_rule,
+            [prompt_text(p)[:60] for p in held_out],
+        )
         return train, held_out
 
     def run_info(self) -> dict[str, Any]:
@@ -317,13 +362,34 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _repair_shard(path: Path) -> None:
-    """Cuts a shard after its last complete line, so that appends start on a fresh line."""
+def _repair_shard(path: Path, chunk_size: int = 1 << 16) -> None:
+    """Cuts a shard after its last complete line, in place, so that appends start on a fresh line.
+
+    Only the cut tail is removed (``truncate`` then ``fsync``); the complete lines are never rewritten, so a kill
+    during the repair cannot lose them.
+    """
     if not path.is_file():
         return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    with path.open("r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        keep, position = 0, end
+        while position > 0:  # scan backwards for the last newline, one chunk at a time
+            start = max(0, position - chunk_size)
+            f.seek(start)
+            newline = f.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            position = start
+        logger.warning("%s: dropping a cut last line (%d bytes) left by an interrupted run.", path, end - keep)
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -335,23 +401,79 @@ def load_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [by_id[i] for i in sorted(by_id)]
 
 
-def _run_settings(aisp_config: AISPConfig, max_new_tokens: int, framing: str, max_prompt_length: int | None) -> dict:
+def _run_settings(
+    aisp_config: AISPConfig,
+    max_new_tokens: int,
+    framing: str,
+    max_prompt_length: int | None,
+    identity: Mapping[str, str] | None = None,
+) -> dict:
     return {
         "aisp": asdict(aisp_config),
         "max_new_tokens": max_new_tokens,
         "framing": framing,
         "max_prompt_length": max_prompt_length,
+        **(identity or {}),
     }
 
 
+def _name_or_path(name: str) -> str:
+    """A model or reward name as recorded: an existing folder as its absolute path, anything else as given."""
+    return str(Path(name).resolve()) if name and Path(name).is_dir() else name
+
+
+def run_identity(model: nn.Module, reward: RewardFunction, model_name: str | None = None, reward_name: str | None = None):
+    """What a resumed run must share with the interrupted one besides the settings: model, dtype and reward.
+
+    Args:
+        model (`nn.Module`): the causal LM; its name defaults to ``config._name_or_path`` (else its class name).
+        reward (`RewardFunction`): the reward; its name defaults to the reward model's ``_name_or_path`` for a
+            `SequenceClassifierReward`, else ``reward.name``.
+        model_name (`str`, *optional*): the name or path the model was loaded from.
+        reward_name (`str`, *optional*): the reward as given (``"vader"``, a reward-model path, ...).
+
+    Returns:
+        `dict`: ``{"model", "dtype", "reward"}``, recorded in ``aisp_run.json``.
+    """
+    config = getattr(model, "config", None) or getattr(getattr(model, "pretrained_model", None), "config", None)
+    if model_name is None:
+        model_name = getattr(config, "_name_or_path", "") or type(model).__name__
+    parameter = next(model.parameters(), None)
+    dtype = str(parameter.dtype).removeprefix("torch.") if parameter is not None else "unknown"
+    if reward_name is None:
+        reward_model = getattr(reward, "model", None) if isinstance(reward, SequenceClassifierReward) else None
+        reward_name = getattr(getattr(reward_model, "config", None), "_name_or_path", "") or reward.name
+    return {"model": _name_or_path(model_name), "dtype": dtype, "reward": _name_or_path(reward_name)}
+
+
+_RESUME_FIXES = {"model": "model_name_or_path", "dtype": "dtype", "reward": "reward"}
+
+
 def _check_resume(path: Path, settings: dict[str, Any]) -> None:
+    """Refuses to resume the run in ``path`` (its ``aisp_run.json``) with other settings, model, dtype or reward."""
     if not path.is_file():
         return
     previous = json.loads(path.read_text())
-    if previous != settings:
+    differences = []
+    for key in sorted(set(previous) | set(settings)):
+        if key not in previous and key in _RESUME_FIXES:
+            logger.warning("%s records no %s (an older version wrote it); it cannot be checked.", path, key)
+            continue
+        old, new = previous.get(key), settings.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            differences += [
+                f"{key}.{name} {old.get(name)!r} then, {new.get(name)!r} now"
+                for name in sorted(set(old) | set(new))
+                if old.get(name) != new.get(name)
+            ]
+        elif old != new:
+            flag = f" (`{_RESUME_FIXES[key]}`)" if key in _RESUME_FIXES else ""
+            differences.append(f"{key}{flag} {old!r} then, {new!r} now")
+    if differences:
         raise ValueError(
-            f"`output_dir` {str(path.parent)!r} holds a run with other settings ({previous}) than this one "
-            f"({settings}); resume with the same settings or use a fresh `output_dir`."
+            f"`output_dir` {str(path.parent)!r} holds a run with other settings than this one: "
+            f"{'; '.join(differences)}. Resume with the settings of that run, or pass a new `output_dir` "
+            "(`generation_dir` in the recipes) to start a fresh one."
         )
 
 
@@ -369,6 +491,8 @@ def run_generation(
     max_prompt_length: int | None = None,
     greedy_batch_size: int | None = None,
     show_progress: bool = True,
+    model_name: str | None = None,
+    reward_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """Runs AISP on every prompt exactly once, sharded over processes and resumable; returns all records.
 
@@ -388,12 +512,20 @@ def run_generation(
         max_prompt_length (`int`, *optional*): keep the last ``max_prompt_length`` prompt tokens.
         greedy_batch_size (`int`, *optional*): batch of the greedy decodes; defaults to ``prompt_batch_size``.
         show_progress (`bool`, defaults to True): a tqdm bar on the main process.
+        model_name (`str`, *optional*): the name or path the model was loaded from, recorded in ``aisp_run.json``
+            and checked on resume (with the model's dtype); defaults to ``model.config._name_or_path``.
+        reward_name (`str`, *optional*): the reward as given (e.g. ``"vader"`` or a reward-model path), recorded and
+            checked on resume; defaults to the reward model's path or the reward's ``name``.
 
     Returns:
         `list[dict]`: one record per prompt, sorted by ``prompt_id``: ``AISPResult.to_dict()`` (``prompt`` is the
         text the reward saw, ``samples``, ``best``, curves, ESS) plus ``prompt_id``, ``prompt_input`` (the prompt as
         given), ``query`` (the framed text the model saw) and ``greedy`` (``completion``, ``completion_ids``,
-        ``reward`` of the base model's greedy response). The same list on every process.
+        ``reward`` of the base model's greedy response). The same list on every process, read from the shards.
+
+    Raises:
+        ValueError: If ``output_dir`` holds a run with other settings, another model, dtype or reward, or records of
+            other prompts.
     """
     state = accelerator if accelerator is not None else default_state()
     output_dir = Path(output_dir)
@@ -411,7 +543,8 @@ def run_generation(
         seed = [stored if stored is not None else secrets.randbits(63)]
         broadcast_object_list(seed)
     config = AISPConfig(**{**asdict(aisp_config), "seed": seed[0]})
-    settings = _run_settings(config, max_new_tokens, framing, max_prompt_length)
+    identity = run_identity(model, reward, model_name, reward_name)
+    settings = _run_settings(config, max_new_tokens, framing, max_prompt_length, identity)
     _check_resume(run_file, settings)
 
     # Resume: repair our own shard, then (after everyone has) read every shard; skip the prompt ids on disk.

@@ -26,6 +26,7 @@ from aisp_trl.pipeline import (
     summarize_records,
     write_report,
 )
+from aisp_trl.prompts import BUILTIN_PROMPTS, prompt_split
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -170,10 +171,34 @@ def test_generation_arguments_validate_and_parse_with_trl():
         AISPGenerationArguments(max_new_tokens=0)
     for config in (SFTConfig, DPOConfig):  # no flag clashes with trl's configs
         TrlParser((AISPGenerationArguments, config, ModelConfig))
-    train, held_out = AISPGenerationArguments(max_prompts=5, num_eval_prompts=3).load_prompts()
-    assert len(train) == 5 and len(held_out) == 3 and not set(train) & set(held_out)
-    with pytest.raises(ValueError, match="too few"):
+    args = AISPGenerationArguments(max_prompts=5, num_eval_prompts=3)
+    train, held_out = args.load_prompts()
+    assert train == list(BUILTIN_PROMPTS[3:8]) and held_out == list(BUILTIN_PROMPTS[:3])  # first ones held out
+    assert "first 3 prompts of 'builtin'" in args.run_info()["held_out_rule"]
+    assert AISPGenerationArguments(max_prompts=None, num_eval_prompts=8).load_prompts()[0] == list(BUILTIN_PROMPTS[8:])
+    with pytest.raises(ValueError, match=r"too few prompts for max_prompts=32 plus num_eval_prompts=8 \(at most 24"):
         AISPGenerationArguments(max_prompts=32, num_eval_prompts=8).load_prompts()
+    with pytest.raises(ValueError, match="too few prompts"):
+        AISPGenerationArguments(prompt_source="general", max_prompts=4, num_eval_prompts=1000).load_prompts()
+
+
+@pytest.mark.parametrize(
+    ("source", "extra"),
+    [("builtin", {}), ("general", {}), ("general", {"prompt_shuffle_seed": 3}), (str(FIXTURES / "prompts.jsonl"), {})],
+)
+def test_held_out_prompts_do_not_depend_on_max_prompts(source, extra):
+    """Issue 8: changing `--max_prompts` must not move prompts between the held-out and the training set."""
+    runs = {
+        n: AISPGenerationArguments(prompt_source=source, max_prompts=n, num_eval_prompts=2, **extra).load_prompts()
+        for n in (2, 3, 4)
+    }
+    held_out = runs[2][1]
+    assert len(held_out) == 2
+    for n, (train, held) in runs.items():
+        assert held == held_out and len(train) == n and not set(train) & set(held_out)
+    assert runs[2][0] == runs[4][0][:2]  # more training prompts only add prompts
+    if source == "general":  # the fixed split of aisp_trl.prompts, never shuffled
+        assert held_out == prompt_split("held_out")[:2] and set(runs[4][0]) <= set(prompt_split("train"))
 
 
 def test_evaluate_greedy_and_report(lm, tmp_path):
