@@ -58,7 +58,7 @@ from .metrics import (
 )
 from .models import EMBEDDED_MODEL, load_model_and_tokenizer
 from .pipeline import build_reward, tokenize_prompts
-from .rewards import MeanReward, RelevanceReward, RewardFunction, VaderSentimentReward
+from .rewards import JudgeReward, MeanReward, RelevanceReward, RewardFunction, VaderSentimentReward
 from .sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
 
 __all__ = [

@@ -338,8 +338,10 @@ class AISPSampler(_SamplerBase):
             prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
         show_progress (`bool`, defaults to False): a tqdm bar over iterations.
 
-    Each call of `generate` / `search` draws fresh noise (a call counter enters the noise streams, as trl's sampler
-    drew from its RNG on every call); two samplers built with the same seed give the same sequence of calls.
+    Each call of `generate` / `search` on a query this sampler has seen before draws fresh noise (how many earlier
+    calls saw that query enters its noise stream, as trl's sampler drew from its RNG on every call); two samplers
+    built with the same seed give the same sequence of calls. Because the count is per query, a query's result
+    depends neither on the other queries of its call nor on how a run was cut into calls (resumable pipelines).
 
     Example:
         ```python
@@ -391,7 +393,7 @@ class AISPSampler(_SamplerBase):
         self.proposal = make_proposal(self.config.proposal, self.config.rho)
         self.seed = seed if seed is not None else secrets.randbits(63)
         self.sample_size, self.n_candidates, self.show_progress = sample_size, n_candidates, show_progress
-        self._calls = 0  # search() calls so far: each call draws fresh noise
+        self._calls: dict[tuple[int, ...], int] = {}  # per query: earlier search() calls that saw it
 
     @classmethod
     def from_config(
@@ -440,7 +442,9 @@ class AISPSampler(_SamplerBase):
                 (e.g. the raw user message before the chat template); defaults to the decoded query.
         """
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
-        call, self._calls = self._calls, self._calls + 1
+        calls = [self._calls.get(tuple(q), 0) for q in queries]  # duplicates within one call share a stream
+        for query in {tuple(q) for q in queries}:
+            self._calls[query] = self._calls.get(query, 0) + 1
 
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
@@ -452,7 +456,7 @@ class AISPSampler(_SamplerBase):
         ) as progress:
             for batch in batches:
                 batch_results = self._search_batch(
-                    call,
+                    [calls[i] for i in batch],
                     [queries[i] for i in batch],
                     [prompt_texts[i] for i in batch],
                     [horizons[i] for i in batch],
@@ -466,14 +470,14 @@ class AISPSampler(_SamplerBase):
         return results  # type: ignore[return-value]
 
     def _noise_generator(self, query: list[int], call: int = 0) -> torch.Generator:
-        """A noise stream per query and call: from the seed, the call index and the query's token ids (not its slot
-        in the batch, so batching does not change a query's result)."""
+        """A noise stream per query and call: from the seed, how many earlier calls saw this query, and the query's
+        token ids (not its slot in the batch, so batching does not change a query's result)."""
         digest = hashlib.sha256(f"{self.seed}:{call}:{','.join(map(str, query))}".encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
     def _search_batch(
         self,
-        call: int,
+        calls: list[int],
         queries: list[list[int]],
         prompts: list[str],
         horizons: list[int],
@@ -492,7 +496,7 @@ class AISPSampler(_SamplerBase):
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
         input_ids, attention_mask = self._left_pad(rows, device)
         row_horizons = [tau for tau in horizons for _ in range(n)]
-        generators = [self._noise_generator(q, call) for q in queries]
+        generators = [self._noise_generator(q, c) for q, c in zip(queries, calls, strict=True)]
         proposal = self.proposal
         # U^1 = 0: shape (tau_j, d), or (1, d) for a steering vector; on CPU
         means = [torch.zeros(proposal.mean_shape(tau, width)) for tau in horizons]

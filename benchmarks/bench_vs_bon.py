@@ -1,0 +1,400 @@
+"""AISP against best-of-N at the same number of samples, with the statistics a reviewer asks for (issue 7).
+
+Every run is one *unit* (reward, method, seed) over the same prompts, saved as its own JSON under
+``<output_dir>/units/`` as soon as it finishes, so the script resumes where it stopped (kill it, run it again).
+A unit stores each prompt's rewards of all ``N`` samples in order, the chosen answer, its per-token NLL under the
+base model (fluency) and its MiniLM coherence with the prompt.
+
+The report (``report.json``, ``report.md``, ``curves.png``) gives, per reward:
+
+- mean best reward at N = 32, 64, 128 with a 95% bootstrap CI over prompts (values averaged over seeds first);
+  AISP's value at N is its best so far after N samples, BoN's is the expected best of N of its samples (every
+  N-subset of the run's samples, lower variance than "the first N");
+- each AISP method against BoN (top-p) and BoN (N): the paired mean difference with its 95% CI and the win / tie /
+  loss rates over (prompt, seed) pairs;
+- how many BoN (top-p) samples reach AISP's mean reward at the full budget (interpolated on BoN's curve);
+- the chosen answers' mean NLL per token under the base model and coherence, so that no win comes from broken text.
+
+Methods: ``aisp`` (the package defaults: nothing passed but n, kappa and the seed), ``bon_top_p`` (trl's
+BestOfNSampler, top-p 0.9, T = 1), ``bon_gaussian`` (BoN (N), sigma2 = 0.5), ``greedy``, and AISP variants given as
+``--variants name:key=value,key=value`` (any `AISPConfig` field, e.g. ``steer:proposal=steering``).
+
+```bash
+# the headline (defaults vs both BoNs, 3 seeds, 24 held-out prompts, N = 128 = 16 x 8, 32 tokens, 3 rewards)
+python benchmarks/bench_vs_bon.py --rewards vader relevance judge --seeds 0 1 2
+# tuning / exploratory variants on the tune prompts (never the reported ones), one seed
+python benchmarks/bench_vs_bon.py --prompt_source general:tune --num_prompts 16 --output_dir outputs/tune \\
+    --methods aisp bon_top_p --variants paper:lam=0.3 steer:proposal=steering --seeds 0
+# smoke test (~1 min)
+python benchmarks/bench_vs_bon.py --num_prompts 2 --sample_size 2 --n_iterations 2 --max_new_tokens 4 \\
+    --rewards vader --output_dir /tmp/smoke
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from aisp_trl.baselines import GaussianBestOfNSampler
+from aisp_trl.compare import build_reward_by_name
+from aisp_trl.config import AISPConfig
+from aisp_trl.data import load_prompts, prompt_text
+from aisp_trl.metrics import SentenceEmbedder, coherence
+from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from aisp_trl.pipeline import tokenize_prompts
+from aisp_trl.sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
+from aisp_trl.stats import bootstrap_ci, expected_best_of, expected_best_of_curve, paired_comparison, samples_to_match
+
+BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
+LABELS = {"aisp": "AISP (defaults)", "bon_top_p": "BoN (top-p)", "bon_gaussian": "BoN (N)", "greedy": "greedy"}
+_CONFIG_FIELDS = {f.name: f.type for f in fields(AISPConfig)}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", default=EMBEDDED_MODEL, help="Causal LM (default: embedded SmolLM2).")
+    parser.add_argument("--rewards", nargs="+", default=["vader", "relevance", "judge"], help="Reward names.")
+    parser.add_argument(
+        "--methods", nargs="+", default=["aisp", "bon_top_p", "bon_gaussian", "greedy"], help="Methods to run."
+    )
+    parser.add_argument(
+        "--variants", nargs="*", default=[], help="AISP variants 'name:key=value,key=value' (AISPConfig fields)."
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds of the sampling methods.")
+    parser.add_argument("--prompt_source", default="general:bench", help="Prompt source (default: held-out bench).")
+    parser.add_argument("--num_prompts", type=int, default=24, help="Prompts (the first ones of the source).")
+    parser.add_argument("--sample_size", type=int, default=16, help="n: AISP samples per iteration.")
+    parser.add_argument("--n_iterations", type=int, default=8, help="kappa: AISP iterations; N = n * kappa.")
+    parser.add_argument("--prompt_batch_size", type=int, default=8, help="Batched AISP: prompts per batch.")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="Horizon tau (new tokens), every method.")
+    parser.add_argument("--bon_sigma2", type=float, default=0.5, help="sigma^2 of BoN (N) (the paper's best).")
+    parser.add_argument("--top_p", type=float, default=0.9, help="BoN (top-p) nucleus mass (temperature 1).")
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[32, 64, 128], help="N values in the table.")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (pinned for timing).")
+    parser.add_argument("--output_dir", default="outputs/bench-vs-bon", help="Units and the report go here.")
+    parser.add_argument("--report_only", action="store_true", help="Only rebuild the report from saved units.")
+    return parser
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``["steer:proposal=steering,rho=0.5"]`` -> ``{"steer": {"proposal": "steering", "rho": 0.5}}`` (validated)."""
+    variants: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        name, _, body = spec.partition(":")
+        if not name or name in LABELS or name in variants:
+            raise ValueError(f"`--variants` entry {spec!r} needs a new name before ':' (not {list(LABELS)}).")
+        overrides: dict[str, Any] = {}
+        for item in filter(None, body.split(",")):
+            key, _, value = item.partition("=")
+            if key not in _CONFIG_FIELDS or key in ("sample_size", "n_iterations", "seed", "prompt_batch_size"):
+                raise ValueError(f"`--variants` {spec!r}: {key!r} is not a tunable AISPConfig field.")
+            overrides[key] = _parse_value(value)
+        AISPConfig(**overrides)  # validates, naming the bad field
+        variants[name] = overrides
+    return variants
+
+
+def _parse_value(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+# ------------------------------------------------------------------------------------------------- units
+
+
+def build_sampler(method: str, overrides: dict[str, Any], seed: int, model, tokenizer, reward, args) -> Any:
+    """The sampler of one method at the budget ``N = n * kappa``."""
+    horizon = LengthSampler(args.max_new_tokens, args.max_new_tokens + 1)
+    total = args.sample_size * args.n_iterations
+    if method == "bon_top_p":
+        config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
+        config.update(do_sample=True, top_p=args.top_p, top_k=0, temperature=1.0)
+        return BestOfNSampler(model, tokenizer, reward, horizon, total, seed, 1, config)
+    if method == "bon_gaussian":
+        return GaussianBestOfNSampler(
+            model, tokenizer, reward, horizon, sample_size=total, seed=seed, sigma2=args.bon_sigma2
+        )
+    if method == "greedy":
+        return GreedySampler(model, tokenizer, reward, horizon, prompt_batch_size=args.prompt_batch_size)
+    return AISPSampler(
+        model,
+        tokenizer,
+        reward,
+        horizon,
+        sample_size=args.sample_size,
+        seed=seed,
+        n_iterations=args.n_iterations,
+        prompt_batch_size=args.prompt_batch_size,
+        **overrides,
+    )
+
+
+@torch.no_grad()
+def token_nll(model, query_ids: list[int], completion_ids: list[int]) -> float:
+    """Mean negative log-likelihood per token of a completion under the (unperturbed) model: fluency."""
+    if not completion_ids:
+        return math.nan
+    ids = torch.tensor([query_ids + completion_ids])
+    logits = model(input_ids=ids).logits[0, len(query_ids) - 1 : -1].float()  # predicts each completion token
+    logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids)[:, None])
+    return float(-logp.mean())
+
+
+def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, embedder, prompts, queries, args) -> dict:
+    """Runs one (reward, method, seed) over every prompt; returns the unit record."""
+    sampler = build_sampler(method, overrides, seed, model, tokenizer, reward, args)
+    start = time.perf_counter()
+    results: list[AISPResult] = sampler.search(queries, prompts=prompts)
+    seconds = time.perf_counter() - start
+    best = [r.best for r in results]
+    nll = [token_nll(model, q, b.completion_ids) for q, b in zip(queries, best, strict=True)]
+    coh = coherence(prompts, [b.completion for b in best], embedder)
+    return {
+        "reward": reward_name,
+        "method": method,
+        "overrides": overrides,
+        "seed": seed,
+        "seconds": seconds,
+        "prompts": [
+            {
+                "prompt": p,
+                "rewards": [s.reward for s in r.samples],  # every sample, in order of generation
+                "best_reward": b.reward,
+                "best_completion": b.completion,
+                "nll_per_token": n,
+                "coherence": c,
+                "lam": r.lam,
+                "ess": r.ess,
+            }
+            for p, r, b, n, c in zip(prompts, results, best, nll, coh, strict=True)
+        ],
+    }
+
+
+def unit_path(output_dir: Path, reward: str, method: str, seed: int) -> Path:
+    return output_dir / "units" / reward / method / f"seed{seed}.json"
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """What must not change between a unit and the units it is compared with."""
+    keys = ("model_name_or_path", "prompt_source", "num_prompts", "sample_size", "n_iterations", "max_new_tokens",
+            "bon_sigma2", "top_p")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def best_at(rewards: list[float], method: str, n: int) -> float:
+    """Best reward at ``n`` samples: AISP's best so far (samples in order), BoN's expected best of ``n``."""
+    if method == "greedy":
+        return rewards[0]
+    if method.startswith("bon"):
+        return expected_best_of(rewards, n)
+    finite = [r for r in rewards[:n] if math.isfinite(r)]
+    return max(finite) if finite else math.nan
+
+
+def curve_of(rewards: list[float], method: str) -> list[float]:
+    if method.startswith("bon"):
+        return expected_best_of_curve(rewards)
+    curve, best = [], -math.inf
+    for r in rewards:
+        best = max(best, r) if math.isfinite(r) else best
+        curve.append(best)
+    return curve
+
+
+def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    """Aggregates the saved units into the tables of the report (per reward)."""
+    report: dict[str, Any] = {"settings": settings_of(args), "rewards": {}}
+    total = args.sample_size * args.n_iterations
+    checkpoints = [c for c in args.checkpoints if c <= total]
+    for reward in args.rewards:
+        by_method = {m: sorted((u for u in units if u["reward"] == reward and u["method"] == m),
+                               key=lambda u: u["seed"]) for m in methods}  # fmt: skip
+        by_method = {m: us for m, us in by_method.items() if us}
+        if not by_method:
+            continue
+        section: dict[str, Any] = {"methods": {}, "paired": {}, "curves": {}}
+        for method, us in by_method.items():
+            table = {n: [[best_at(p["rewards"], method, n) for p in u["prompts"]] for u in us] for n in checkpoints}
+            row: dict[str, Any] = {"seeds": [u["seed"] for u in us], "seconds": sum(u["seconds"] for u in us) / len(us)}
+            for n, per_seed in table.items():
+                per_prompt = torch.tensor(per_seed).nanmean(0).tolist()
+                row[f"N={n}"] = bootstrap_ci(per_prompt)
+            for key in ("nll_per_token", "coherence"):
+                values = torch.tensor([[p[key] for p in u["prompts"]] for u in us]).nanmean(0).tolist()
+                row[key] = bootstrap_ci(values)
+            curves = torch.tensor([[curve_of(p["rewards"], method) for p in u["prompts"]] for u in us])
+            section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
+            section["methods"][method] = row
+            section.setdefault("tables", {})[method] = table
+        tables = section.pop("tables")
+        for method in by_method:
+            if method in BASELINES:
+                continue
+            for baseline in ("bon_top_p", "bon_gaussian", "greedy"):
+                if baseline not in by_method:
+                    continue
+                a, b = tables[method][total], tables[baseline][total]
+                if baseline == "greedy":
+                    b = b * len(a)  # deterministic: the one greedy run pairs with every seed
+                common = min(len(a), len(b))
+                section["paired"][f"{method} vs {baseline}"] = paired_comparison(a[:common], b[:common])
+            if "bon_top_p" in section["curves"]:
+                target = section["methods"][method][f"N={total}"][0]
+                section["methods"][method]["bon_top_p_samples_to_match"] = samples_to_match(
+                    section["curves"]["bon_top_p"], target
+                )
+        report["rewards"][reward] = section
+    return report
+
+
+def _ci(value: tuple[float, float, float], digits: int = 3) -> str:
+    mean, low, high = value
+    return "—" if math.isnan(mean) else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
+    total = args.sample_size * args.n_iterations
+    checkpoints = [c for c in args.checkpoints if c <= total]
+    s = report["settings"]
+    lines = [
+        f"AISP vs best-of-N: {s['num_prompts']} prompts of `{s['prompt_source']}`, {s['max_new_tokens']} new tokens, "
+        f"N = {s['sample_size']}·{s['n_iterations']} = {total}, model `{s['model_name_or_path']}`. Best reward: mean "
+        "[95% bootstrap CI over prompts] of the seed-averaged value. NLL: the chosen answer's mean per-token "
+        "negative log-likelihood under the base model (lower = more fluent).",
+        "",
+    ]
+    for reward, section in report["rewards"].items():
+        head = " | ".join(f"N={n}" for n in checkpoints)
+        lines += [
+            f"### {reward}",
+            "",
+            f"| method | seeds | {head} | NLL / token | coherence | BoN (top-p) samples to match | s / run |",
+            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|",
+        ]
+        for method, row in section["methods"].items():
+            cells = " | ".join(_ci(row[f"N={n}"]) for n in checkpoints)
+            match = row.get("bon_top_p_samples_to_match")
+            match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
+            lines.append(
+                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {_ci(row['nll_per_token'], 2)} "
+                f"| {_ci(row['coherence'], 2)} | {match_text} | {row['seconds']:.0f} |"
+            )
+        if section["paired"]:
+            lines += ["", f"| paired at N = {total} | mean difference [95% CI] | wins / ties / losses | pairs |",
+                      "|---|---:|---:|---:|"]  # fmt: skip
+            for name, p in section["paired"].items():
+                method, baseline = name.split(" vs ")
+                lines.append(
+                    f"| {LABELS.get(method, method)} − {LABELS[baseline]} | {p['diff']:+.3f} "
+                    f"[{p['diff_low']:+.3f}, {p['diff_high']:+.3f}] | {p['wins']:.0%} / {p['ties']:.0%} / "
+                    f"{p['losses']:.0%} | {p['pairs']} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rewards = list(report["rewards"])
+    fig, axes = plt.subplots(1, len(rewards), figsize=(5 * len(rewards), 3.6), squeeze=False)
+    for ax, reward in zip(axes[0], rewards, strict=True):
+        for method, curve in report["rewards"][reward]["curves"].items():
+            if method == "greedy":
+                ax.axhline(curve[0], color="gray", ls=":", label="greedy")
+                continue
+            ax.plot(range(1, len(curve) + 1), curve, label=LABELS.get(method, method))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("samples N")
+        ax.set_ylabel("best reward (mean over prompts and seeds)")
+        ax.set_title(reward)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    variants = parse_variants(args.variants)
+    methods = list(dict.fromkeys([*args.methods, *variants]))
+    specs = {m: variants.get(m, {}) for m in methods}
+    unknown = [m for m in methods if m not in LABELS and m not in variants]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; use {list(LABELS)} or define them with --variants.")
+    output_dir = Path(args.output_dir)
+    settings = settings_of(args)
+    units: list[dict] = []
+    if not args.report_only:
+        torch.set_num_threads(args.threads)
+        model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device="cpu")
+        raw = load_prompts(args.prompt_source, max_prompts=args.num_prompts)
+        prompts = [prompt_text(p) for p in raw]
+        _, queries = tokenize_prompts(tokenizer, raw)
+        embedder = SentenceEmbedder(device="cpu")
+        rewards: dict[str, Any] = {}
+        for seed in args.seeds:  # seeds outermost: an interrupted run still has complete seeds
+            for reward_name in args.rewards:
+                for method in methods:
+                    seeds_for_method = [args.seeds[0]] if method == "greedy" else args.seeds
+                    path = unit_path(output_dir, reward_name, method, seed)
+                    if seed not in seeds_for_method:
+                        continue
+                    if path.is_file():
+                        saved = json.loads(path.read_text())
+                        if saved["settings"] != settings or saved["overrides"] != specs[method]:
+                            raise ValueError(
+                                f"{path} was made with other settings ({saved['settings']}, {saved['overrides']}); "
+                                "use another --output_dir or the same settings."
+                            )
+                        continue
+                    if reward_name not in rewards:
+                        rewards[reward_name] = build_reward_by_name(reward_name, embedder=embedder)
+                    unit = run_unit(method, specs[method], reward_name, seed, model, tokenizer,
+                                    rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
+                    unit["settings"] = settings
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(unit, default=float))
+                    print(f"[unit] {reward_name} {method} seed {seed}: {unit['seconds']:.0f} s", flush=True)
+    for path in sorted((output_dir / "units").glob("*/*/seed*.json")):
+        unit = json.loads(path.read_text())
+        if unit["settings"] == settings and unit["method"] in specs and unit["overrides"] == specs[unit["method"]]:
+            units.append(unit)
+    report = build_report(units, args, methods)
+    markdown = report_markdown(report, args)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (output_dir / "report.md").write_text(markdown + "\n")
+    if report["rewards"]:
+        plot(report, output_dir / "curves.png")
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())
