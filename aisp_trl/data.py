@@ -208,7 +208,20 @@ def load_prompt_dataset(
         if path.suffix in {".json", ".jsonl"}:
             if not path.is_file():
                 raise FileNotFoundError(f"`source` file {source!r} does not exist; check the path.")
-            dataset = load_dataset("json", data_files=str(path), split="train")
+            with path.open("rb") as f:
+                head = f.read(1 << 16).strip()  # a blank file, or an empty JSON list, holds no prompts
+            if not head or head in (b"[]", b"{}"):
+                raise ValueError(
+                    f"`source` file {source!r} has no prompts (it is blank or an empty JSON list); put one JSON "
+                    f"object with a `{prompt_column}` per line (.jsonl) or a list of them (.json) in it."
+                )
+            try:
+                dataset = load_dataset("json", data_files=str(path), split="train")
+            except (StopIteration, ValueError) as error:  # datasets' errors for files without rows
+                raise ValueError(
+                    f"`source` file {source!r} could not be read as prompts ({type(error).__name__}: {error}); put one "
+                    f"JSON object with a `{prompt_column}` per line (.jsonl) or a list of them (.json) in it."
+                ) from error
         elif (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             loaded = load_from_disk(str(path))
             dataset = loaded[split] if not isinstance(loaded, Dataset) else loaded
@@ -464,7 +477,7 @@ def dataset_card(dataset: Dataset, kind: str, info: Mapping[str, Any]) -> str:
         "",
         "```python",
         "from datasets import load_from_disk, load_dataset",
-        'ds = load_from_disk("<folder>/arrow")  # or load_dataset("parquet", data_files="<folder>/data/*.parquet")',
+        'ds = load_from_disk("<folder>")  # or load_dataset("parquet", data_files="<folder>/data/*.parquet")',
         "```",
         "",
     ]
@@ -485,7 +498,10 @@ def save_dataset(
     info: Mapping[str, Any] | None = None,
     push_to_hub: str | None = None,
 ) -> Path:
-    """Saves a dataset as ``path/arrow`` (``save_to_disk``), ``path/data/train.parquet`` and ``path/README.md``.
+    """Saves a dataset into ``path`` (``save_to_disk``), with ``path/data/train.parquet`` and ``path/README.md``.
+
+    ``datasets.load_from_disk(path)`` loads the folder itself (the parquet copy and the card beside the arrow files
+    do not disturb it); ``load_dataset("parquet", data_files=f"{path}/data/train.parquet")`` reads the copy.
 
     Args:
         dataset (`Dataset`): the dataset.
@@ -498,8 +514,8 @@ def save_dataset(
         `Path`: the folder.
     """
     path = Path(path)
+    dataset.save_to_disk(str(path))
     (path / "data").mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(path / "arrow"))
     dataset.to_parquet(str(path / "data" / "train.parquet"))
     card = dataset_card(dataset, kind, info or {})
     (path / "README.md").write_text(card)

@@ -163,6 +163,15 @@ def test_prompt_source_errors(tmp_path):
         extract_prompt({"messages": [{"role": "assistant", "content": "x"}]})
 
 
+@pytest.mark.parametrize("name, content", [("empty.jsonl", ""), ("blank.jsonl", "\n  \n"), ("empty.json", ""),
+                                           ("list.json", "[]\n")])  # fmt: skip
+def test_empty_prompt_files_are_named(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"`source` file '.*{name}' has no prompts"):
+        load_prompt_dataset(str(path))
+
+
 # -- builders ------------------------------------------------------------------------------------------------------
 def _sample(completion: str, reward: float, iteration: int = 1, index: int = 0) -> dict:
     return {
@@ -267,7 +276,9 @@ def test_save_dataset_writes_arrow_parquet_and_card(tmp_path, monkeypatch):
         "counts": {"prompts": 2, "pairs": 2},
     }
     path = save_dataset(dataset, tmp_path / "prefs", "preference", info, push_to_hub="me/aisp-prefs")
-    assert load_from_disk(str(path / "arrow")).to_list() == dataset.to_list()
+    # the folder itself loads with load_from_disk (the README names it), the card and parquet copy beside it
+    assert load_from_disk(str(path)).to_list() == dataset.to_list()
+    assert load_from_disk(str(tmp_path / "prefs")).to_list() == dataset.to_list()
     parquet = load_dataset("parquet", data_files=str(path / "data" / "*.parquet"), split="train")
     assert parquet["margin"] == dataset["margin"]
     card = (path / "README.md").read_text()
@@ -275,6 +286,10 @@ def test_save_dataset_writes_arrow_parquet_and_card(tmp_path, monkeypatch):
         assert expected in card
     assert pushed == [("data", "me/aisp-prefs"), ("card", "me/aisp-prefs")]
     assert "**Rows**: 1" in dataset_card(dataset.select([0]), "sft", {})
+    assert 'load_from_disk("<folder>")' in card
+    # saving again into the same folder (a rerun) replaces the dataset
+    save_dataset(dataset.select([0]), path, "preference", info)
+    assert load_from_disk(str(path)).to_list() == dataset.select([0]).to_list()
 
 
 def test_module_exports_documented_constants():
