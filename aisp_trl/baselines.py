@@ -13,7 +13,6 @@ not, and the paper's comparison with it relies on the authors' released value fu
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
+from ._compat import cache_kwarg, output_cache
 from .config import AISPConfig
 from .hooks import unwrap_model
 from .rewards import RewardFunction
@@ -197,7 +197,7 @@ class ARGSSampler(_SamplerBase):
         self.top_k, self.weight, self.seed = top_k, float(weight), seed
         self.n_candidates, self.show_progress = 1, show_progress
         self.forward_model = unwrap_model(model)
-        self.cache_kwarg = _cache_kwarg(self.forward_model)
+        self.cache_kwarg = cache_kwarg(self.forward_model)
 
     def search(
         self,
@@ -269,7 +269,7 @@ class ARGSSampler(_SamplerBase):
         if cache is not None:
             kwargs[self.cache_kwarg] = cache
         output = self.forward_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        new_cache = output.get("cache") if "cache" in output else output.get("past_key_values")
+        new_cache = output_cache(output)
         return output.logits[0, -1].float(), new_cache
 
     def _choose(self, logits: Tensor, query: list[int], prompt: str, completion: list[int], skip_special: bool) -> int:
@@ -308,13 +308,3 @@ def args_greedy_scores(logits: Tensor, rewards: Tensor, weight: float) -> Tensor
 def _first_argmax(values: Tensor) -> int:
     """Index of the first maximum (ties go to the earlier, i.e. higher-logit, candidate)."""
     return int((values == values.max()).nonzero()[0, 0])
-
-
-def _cache_kwarg(model: nn.Module) -> str:
-    """The forward's name for the key-value cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        parameters = inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in parameters else "past_key_values"

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._compat import cache_kwarg, output_cache
+
 
 class RewardFunction(ABC):
     """Base class of the reward adapters."""
@@ -322,19 +324,41 @@ class JudgeReward(RewardFunction):
     def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> list[float]:
         rows = [self._render(p, c) for p, c in zip(prompts, completions, strict=True)]
         device = next(self.model.parameters()).device
-        scores: list[float] = []
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            width = max(len(r) for r in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, row in enumerate(batch):  # left padding: the next-token logits sit at the last position
-                ids[i, width - len(row) :] = torch.tensor(row)
-                mask[i, width - len(row) :] = 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1).logits
-            last = logits[:, -1].float()  # (B, vocab)
-            scores.extend((last[:, self.yes_id] - last[:, self.no_id]).tolist())
+        scores = [0.0] * len(rows)
+        # rows of one prompt share a long token prefix (system, template, prompt): run it once, then the suffixes
+        groups: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt, []).append(i)
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                last = self._last_logits([rows[i] for i in chunk], device)  # (B, vocab)
+                for i, value in zip(chunk, (last[:, self.yes_id] - last[:, self.no_id]).tolist(), strict=True):
+                    scores[i] = value
         return scores
+
+    def _last_logits(self, rows: list[list[int]], device: torch.device) -> torch.Tensor:
+        """Next-token logits after each row, `(B, vocab)` float32: the common prefix once (KV cache), then the
+        right-padded suffixes; each row's logits are read at its own last token."""
+        prefix = 0
+        shortest = min(len(r) for r in rows)
+        while prefix < shortest - 1 and all(r[prefix] == rows[0][prefix] for r in rows):
+            prefix += 1
+        ids = torch.tensor([rows[0][:prefix]], device=device)
+        cache = output_cache(self.model(input_ids=ids, use_cache=True)) if prefix else None
+        if cache is not None:
+            cache.batch_repeat_interleave(len(rows))
+        width = max(len(r) for r in rows) - prefix
+        suffix = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), prefix + width), dtype=torch.long)
+        mask[:, :prefix] = 1
+        for i, row in enumerate(rows):  # right padding keeps every real token at its true position
+            suffix[i, : len(row) - prefix] = torch.tensor(row[prefix:])
+            mask[i, prefix : len(row)] = 1
+        kwargs = {cache_kwarg(self.model): cache} if cache is not None else {}
+        logits = self.model(input_ids=suffix.to(device), attention_mask=mask.to(device), **kwargs).logits  # (B, W, V)
+        ends = torch.tensor([len(r) - prefix - 1 for r in rows], device=logits.device)
+        return logits[torch.arange(len(rows), device=logits.device), ends].float()
 
     @property
     def name(self) -> str:
