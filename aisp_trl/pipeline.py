@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 SHARD_DIR = "shards"
 RECORDS_FILE = "records.jsonl"
 RUN_FILE = "aisp_run.json"
+TRAINING_MARKER = "aisp_training.json"
 _AISP_FIELDS = (
     "sample_size",
     "n_iterations",
@@ -175,6 +176,13 @@ class AISPGenerationArguments:
     push_dataset_to_hub: str | None = field(
         default=None, metadata={"help": "Hub dataset repository id to push the generated dataset to."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train again when `output_dir` already holds a finished training (its `aisp_training.json`); "
+            "by default such a run is skipped with a message. The AISP records are reused either way."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.lam = self.aisp_config().lam  # validates the AISP fields, naming the bad one; "0.3" -> 0.3
@@ -268,7 +276,8 @@ class AISPGenerationArguments:
 
     def run_info(self) -> dict[str, Any]:
         """The generation settings, as recorded in reports and dataset cards."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "push_dataset_to_hub"}
+        skip = ("push_dataset_to_hub", "overwrite_output_dir")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 def build_reward(
@@ -422,7 +431,9 @@ def _name_or_path(name: str) -> str:
     return str(Path(name).resolve()) if name and Path(name).is_dir() else name
 
 
-def run_identity(model: nn.Module, reward: RewardFunction, model_name: str | None = None, reward_name: str | None = None):
+def run_identity(
+    model: nn.Module, reward: RewardFunction, model_name: str | None = None, reward_name: str | None = None
+) -> dict[str, str]:
     """What a resumed run must share with the interrupted one besides the settings: model, dtype and reward.
 
     Args:
@@ -569,7 +580,6 @@ def run_generation(
         model, tokenizer, reward, LengthSampler(max_new_tokens, max_new_tokens + 1), config
     )
     batch_size = config.prompt_batch_size
-    new_records: list[dict[str, Any]] = []
     with state.split_between_processes(pending) as mine:
         # Batched AISP: sort by token length (paper 5.3), then fixed batches, flushed to the shard one by one.
         order = sorted(mine, key=lambda i: (len(query_ids[i]), i))
@@ -601,18 +611,20 @@ def run_generation(
                         "greedy": base,
                     }
                     shard.write(json.dumps(record) + "\n")
-                    new_records.append(record)
                 shard.flush()
                 os.fsync(shard.fileno())
                 progress.update(len(batch))
 
-    gathered = gather_object(new_records) if state.num_processes > 1 else new_records
-    merged = dict(done)
-    for record in gathered:
-        merged.setdefault(record["prompt_id"], record)
+    # Every shard is flushed and fsynced: after the barrier each process reads them all back from disk, instead of
+    # shipping every sample of every record between processes.
+    state.wait_for_everyone()
+    merged = {r["prompt_id"]: r for r in load_records(output_dir) if r["prompt_id"] < len(prompts)}
     missing = sorted(set(range(len(prompts))) - set(merged))
     if missing:
-        raise RuntimeError(f"prompts {missing[:10]} have no record after generation; rerun to resume.")
+        raise RuntimeError(
+            f"prompts {missing[:10]} have no record in {str(output_dir / SHARD_DIR)!r} after generation; rerun to "
+            "resume (with several processes, `output_dir` must be on a file system every process sees)."
+        )
     records = [merged[i] for i in range(len(prompts))]
     if state.is_main_process:
         with (output_dir / RECORDS_FILE).open("w") as f:
@@ -677,9 +689,9 @@ def generate_for_training(
     """
     state = PartialState()
     model_name = model_name_or_path or EMBEDDED_MODEL
+    train_prompts, eval_prompts = args.load_prompts()  # bad prompt sources fail before any model is loaded
     model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or "float32", device=str(state.device))
     reward = build_reward(args.reward, device=state.device, max_length=args.reward_max_length)
-    train_prompts, eval_prompts = args.load_prompts()
     generation_dir = args.output_path(output_dir)
     records = run_generation(
         model,
@@ -692,10 +704,57 @@ def generate_for_training(
         max_new_tokens=args.max_new_tokens,
         framing=args.framing,
         max_prompt_length=args.max_prompt_length,
+        model_name=model_name,
+        reward_name=args.reward,
     )
     return AISPRun(
         args, state, model_name, model, tokenizer, reward, train_prompts, eval_prompts, generation_dir, records
     )
+
+
+def finished_training(output_dir: str | os.PathLike, overwrite: bool = False, state: Any | None = None):
+    """The report of a training already finished in ``output_dir``, unless ``overwrite``; says what it does.
+
+    A recipe calls this first: a rerun of a finished command then skips generation and training (trl's trainers
+    would silently overwrite the saved model) and returns the stored report. A training counts as finished when
+    ``output_dir`` holds the marker `mark_training_finished` writes (``aisp_training.json``), or a ``report.json``
+    next to a saved model or adapter (runs of older versions).
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the trainer's ``output_dir``.
+        overwrite (`bool`, defaults to False): ``--overwrite_output_dir``: train again (the model is overwritten).
+        state (`PartialState`, *optional*): only its main process prints.
+
+    Returns:
+        `dict` or `None`: the stored report (``report.json``), or `None` when the recipe should train.
+    """
+    output_dir = Path(output_dir)
+    marker, report_file = output_dir / TRAINING_MARKER, output_dir / "report.json"
+    saved_model = any((output_dir / name).is_file() for name in ("model.safetensors", "adapter_model.safetensors"))
+    if not (marker.is_file() or (report_file.is_file() and saved_model)):
+        return None
+    main = state is None or state.is_main_process
+    if overwrite:
+        if main:
+            print(f"`output_dir` {str(output_dir)!r} holds a finished training; training again and overwriting it "
+                  "(--overwrite_output_dir).")  # fmt: skip
+        return None
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    if main:
+        print(
+            f"`output_dir` {str(output_dir)!r} already holds a finished training (model and {report_file.name}); "
+            "skipping generation and training. Pass `--overwrite_output_dir true` to train again (the AISP records "
+            "are reused), or a new `--output_dir`."
+        )
+    return report
+
+
+def mark_training_finished(output_dir: str | os.PathLike, report: Mapping[str, Any]) -> Path:
+    """Writes ``aisp_training.json`` (the rewards and counts of ``report``) so that a rerun skips the training."""
+    path = Path(output_dir) / TRAINING_MARKER
+    summary = {key: report.get(key) for key in ("method", "model", "reward", "rewards", "counts", "training")}
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path
 
 
 # -- evaluation and reports ------------------------------------------------------------------------------------

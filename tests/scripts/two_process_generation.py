@@ -6,7 +6,8 @@ accelerate launch --multi_gpu --num_processes 2 --main_process_port 29511 \
 ```
 
 Each process writes ``OUTPUT_DIR/result-{rank}.json``: the prompt ids of the records it got back and of the ones
-it generated itself.
+it generated itself. ``gather_object`` is switched off: the records must come back from the shards on disk, not by
+shipping every sample between processes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _tiny import letter_reward  # noqa: E402
 
-from aisp_trl import AISPConfig  # noqa: E402
+from aisp_trl import AISPConfig, pipeline  # noqa: E402
 from aisp_trl.data import load_prompts  # noqa: E402
 from aisp_trl.models import load_model_and_tokenizer  # noqa: E402
 from aisp_trl.pipeline import default_state, run_generation, shard_path  # noqa: E402
 
 
+def _no_gather(*args, **kwargs):
+    raise AssertionError("run_generation gathered objects between processes; it must read the shards from disk")
+
+
 def main(model_dir: str, output_dir: str, prompts_file: str, n_prompts: int) -> None:
+    pipeline.gather_object = _no_gather
     state = default_state()  # gloo processes on a machine without GPU
     model, tokenizer = load_model_and_tokenizer(model_dir)
     prompts = load_prompts(prompts_file, max_prompts=n_prompts)
