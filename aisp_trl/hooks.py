@@ -3,6 +3,8 @@
 Inside ``generate`` (transformers 5.x) the output layer sees ``(B, 1, d)`` at every step, the prefill
 included, because only the last position's logits are kept. A plain forward sees ``(B, T, d)``. Either
 way the perturbation goes to the last position, and each call of the output layer is one generated step.
+Generation settings that break "one call, one token" (prefill chunking, assisted or prompt-lookup decoding)
+are detected where the call shapes show them, and raise instead of putting noise on the wrong steps.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ def perturb_prelogits(model: nn.Module, perturbations: Tensor) -> Iterator[None]
     The hook exists only inside the ``with`` block and is removed in ``finally``, also when generation
     raises. Calls past the horizon ``tau`` leave the hidden state untouched.
 
+    Each call of the output layer counts as one generated step. When the first call sees one position (``generate``
+    keeps only the last position's logits), a later call that sees several positions (assisted or prompt-lookup
+    decoding verifying drafted tokens), or a later forward fed several new tokens but computing one position's
+    logits (a chunked prefill, ``prefill_chunk_size``), raises a `ValueError`: the noise would land on the wrong
+    steps. A no-cache ``generate`` (``use_cache=False``, the whole sequence fed at every step) and repeated plain
+    forwards over a whole sequence keep working. A chunked prefill whose later chunks each hold a single token looks
+    exactly like decoding and cannot be detected here; the samplers refuse ``prefill_chunk_size`` up front.
+
     Args:
         model (`torch.nn.Module`): a causal LM, possibly wrapped (see `find_output_layer`).
         perturbations (`torch.Tensor` of shape `(B, tau, d)`): ``v_t`` for each of the ``B`` rows of the
@@ -89,14 +99,40 @@ def perturb_prelogits(model: nn.Module, perturbations: Tensor) -> Iterator[None]
     if weight is not None:
         perturbations = perturbations.to(device=weight.device, dtype=weight.dtype)
     horizon = perturbations.shape[1]
-    step = 0
+    step = 0  # calls of the output layer so far: one per generated token
+    first_width: int | None = None  # positions the output layer saw at the first call (1 inside generate)
+    fed: int | None = None  # new token positions of the forward now running (from the input embeddings)
+    first_fed: int | None = None
+
+    def count_inputs(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        nonlocal fed
+        ids = args[0] if args else None  # input_ids (B, T_new)
+        fed = ids.shape[-1] if isinstance(ids, Tensor) and ids.ndim >= 1 else None
 
     def add_noise(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
-        nonlocal step
+        nonlocal step, first_width, fed, first_fed
         t, step = step, step + 1
+        hidden = args[0]  # (B, T, d); T == 1 inside generate
+        width, new, fed = hidden.shape[1], fed, None
+        if t == 0:
+            first_width, first_fed = width, new
+        elif first_width == 1 and width > 1:
+            raise ValueError(
+                f"the output layer saw {width} positions in one call at generated step {t + 1} (shape "
+                f"{tuple(hidden.shape)}) after one position per call before: assisted or prompt-lookup decoding "
+                "(`assistant_model`, `prompt_lookup_num_tokens`, `assistant_early_exit`) verifies several tokens per "
+                "call, so the pre-logit noise would land on the wrong steps; remove those generation settings."
+            )
+        elif first_width == 1 and new is not None and first_fed is not None and 1 < new != first_fed + t:
+            # several new tokens, one position's logits, and not the whole sequence again (use_cache=False)
+            raise ValueError(
+                f"the model was fed {new} new tokens at output-layer call {t + 1} (after {first_fed} at the first "
+                "call) and kept the logits of one position: a chunked prefill (`prefill_chunk_size`) runs the "
+                "output layer once per prompt chunk, so the pre-logit noise would land on the wrong steps; remove "
+                "`prefill_chunk_size` from the generation kwargs and the model's generation config."
+            )
         if t >= horizon:
             return None
-        hidden = args[0]  # (B, T, d); T == 1 inside generate
         if hidden.shape[0] != perturbations.shape[0] or hidden.shape[-1] != perturbations.shape[-1]:
             raise ValueError(
                 f"the output layer received hidden states of shape {tuple(hidden.shape)} but the "
@@ -109,11 +145,25 @@ def perturb_prelogits(model: nn.Module, perturbations: Tensor) -> Iterator[None]
         # plain forward over a whole sequence: only the last position is the step being generated
         return (torch.cat([hidden[:, :-1], hidden[:, -1:] + v_t], dim=1), *args[1:])
 
-    handle = head.register_forward_pre_hook(add_noise)
+    handles = [head.register_forward_pre_hook(add_noise)]
+    embeddings = _input_embeddings(model)
     try:
+        if embeddings is not None:
+            handles.append(embeddings.register_forward_pre_hook(count_inputs))
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+
+
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    """The input embedding module (sees the ``(B, T_new)`` token ids of every forward), or None if not found."""
+    get_embeddings = getattr(unwrap_model(model), "get_input_embeddings", None)
+    try:
+        embeddings = get_embeddings() if callable(get_embeddings) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    return embeddings if isinstance(embeddings, nn.Module) else None
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import numbers
 import random
 import secrets
 import warnings
@@ -100,8 +101,9 @@ class AISPResult:
         return self.top(1)[0]
 
     def top(self, k: int) -> list[Sample]:
-        """The ``k`` highest-reward samples, best first; non-finite rewards rank last, ties keep order."""
-        return sorted(self.samples, key=lambda s: -s.reward if s.reward == s.reward else float("inf"))[:k]
+        """The ``k`` highest-reward samples, best first; non-finite rewards (NaN, +inf, -inf: weight zero in AISP)
+        rank last, ties keep order."""
+        return sorted(self.samples, key=lambda s: -s.reward if abs(s.reward) < float("inf") else float("inf"))[:k]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record (without ``final_mean``)."""
@@ -124,18 +126,35 @@ class _SamplerBase:
     ):
         self.output_layer = find_output_layer(model)  # fails early, naming the fix, without an LM head
         self.generator_model = generation_model(model)
-        if getattr(tokenizer, "pad_token_id", None) is None:
-            raise ValueError(
-                "`tokenizer` has no pad token (tokenizer.pad_token is None); batched generation needs one: "
-                "set `tokenizer.pad_token = tokenizer.eos_token` (or add a pad token) before building the sampler."
+        # the id that left-pads the batch; as in trl, a tokenizer without a pad token pads with its eos token. Kept
+        # here rather than written into the user's tokenizer (the attention mask hides the padding either way)
+        self.pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        if self.pad_token_id is None:
+            eos = getattr(tokenizer, "eos_token_id", None)
+            eos = eos[0] if isinstance(eos, list | tuple) and eos else eos
+            if not isinstance(eos, int):
+                raise ValueError(
+                    "`tokenizer` has neither a pad token nor an eos token (tokenizer.pad_token and "
+                    "tokenizer.eos_token are None); batched generation pads the queries: set one before building "
+                    "the sampler, e.g. `tokenizer.add_special_tokens({'pad_token': '<pad>'})` then "
+                    "`model.resize_token_embeddings(len(tokenizer))`."
+                )
+            warnings.warn(
+                f"`tokenizer` has no pad token; padding with its eos token {tokenizer.eos_token!r} (id {eos}) as trl "
+                "did. Set `tokenizer.pad_token` to silence this warning.",
+                UserWarning,
+                stacklevel=3,
             )
+            self.pad_token_id = eos
         if not callable(length_sampler):
             raise TypeError(
                 f"`length_sampler` must be callable and return the max new tokens, got {length_sampler!r}; "
                 "use `LengthSampler(min_value, max_value)`."
             )
         self.model, self.tokenizer, self.length_sampler = model, tokenizer, length_sampler
+        self.queries_to_scores = queries_to_scores  # trl's attribute: the callable as passed
         self.reward = as_reward_function(queries_to_scores)
+        self._calls: dict[tuple[int, ...], int] = {}  # per query: earlier search() calls that saw it
         self.gen_config = generation_config
         # a value-head wrapper (trl's old AutoModelForCausalLMWithValueHead style) may have neither `config` nor
         # `generation_config`: read both from the model it wraps
@@ -224,12 +243,23 @@ class _SamplerBase:
         return [[int(t) for t in q] for q in queries]
 
     def _draw_horizon(self) -> int:
-        tau = self.length_sampler()
+        tau = self.length_sampler()  # any integral number: int, numpy integer (trl's LengthSampler), 0-d tensor
         if not _is_int(tau) or tau < 1:
-            raise ValueError(f"`length_sampler()` returned {tau!r}; it must return a positive int (max new tokens).")
+            raise ValueError(
+                f"`length_sampler()` returned {tau!r}; it must return a positive integer (max new tokens)."
+            )
         return int(tau)
 
+    def _prompt_batches(self, queries: list[list[int]]) -> list[list[int]]:
+        """Indices of the queries decoded together: sorted by token length (paper 5.3), then cut into batches of
+        ``prompt_batch_size`` (AISP's and greedy's setting; one query at a time for the other samplers)."""
+        config = getattr(self, "config", None)
+        size = getattr(config, "prompt_batch_size", None) or getattr(self, "prompt_batch_size", None) or 1
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
+        return [order[start : start + size] for start in range(0, len(order), size)]
+
     def _check_context(self, queries: list[list[int]], horizons: list[int]) -> None:
+        """A batch left-pads to its longest prompt and decodes to its longest horizon: both must fit the context."""
         if self.context_length is None:
             return
         for i, (query, tau) in enumerate(zip(queries, horizons, strict=True)):
@@ -239,6 +269,27 @@ class _SamplerBase:
                     f"beyond the model's context of {self.context_length}; truncate the query or lower the "
                     "`length_sampler` range."
                 )
+        for batch in self._prompt_batches(queries):
+            longest = max(batch, key=lambda i: len(queries[i]))
+            widest = max(batch, key=lambda i: horizons[i])
+            if len(queries[longest]) + horizons[widest] > self.context_length:
+                raise ValueError(
+                    f"`tokenized_query[{longest}]` ({len(queries[longest])} tokens) is decoded in one prompt batch "
+                    f"with `tokenized_query[{widest}]`, whose horizon is {horizons[widest]} new tokens: every row "
+                    f"of the batch runs to {len(queries[longest]) + horizons[widest]} positions, beyond the model's "
+                    f"context of {self.context_length}; lower `prompt_batch_size`, truncate the query or lower the "
+                    "`length_sampler` range."
+                )
+
+    def _next_calls(self, queries: list[list[int]]) -> list[int]:
+        """For each query, how many earlier ``search`` calls saw it; counts this call. Enters the per-query random
+        streams, so every call draws fresh samples (trl drew from one RNG seeded at construction), two samplers with
+        the same seed repeat the same sequence of calls, and neither the other queries of a call nor how a run is cut
+        into calls changes a query's result. Duplicates within one call share a stream."""
+        calls = [self._calls.get(tuple(q), 0) for q in queries]
+        for query in {tuple(q) for q in queries}:
+            self._calls[query] = self._calls.get(query, 0) + 1
+        return calls
 
     def _device(self, device: str | torch.device | None) -> torch.device:
         if device is not None:
@@ -248,15 +299,20 @@ class _SamplerBase:
     def _left_pad(self, rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Left-pads token rows into `(B, L)` input ids and attention mask."""
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, width - len(row) :] = torch.tensor(row)
             mask[i, width - len(row) :] = 1
         return ids.to(device), mask.to(device)
 
-    def _greedy_config(self, horizon: int, generation_kwargs: dict[str, Any]) -> GenerationConfig:
-        """Greedy decoding as in Algorithm 1 (Appendix B: sampling hurts AISP), ``horizon`` new tokens."""
+    def _greedy_config(
+        self, horizon: int, generation_kwargs: dict[str, Any], perturbed: bool = True
+    ) -> GenerationConfig:
+        """Greedy decoding as in Algorithm 1 (Appendix B: sampling hurts AISP), ``horizon`` new tokens.
+
+        With ``perturbed`` (decoding under `perturb_prelogits`), settings that run the output layer other than once
+        per generated token are refused: the hook counts one call per token."""
         for key in ("max_new_tokens", "num_return_sequences", "num_beams", "max_length"):
             if key in generation_kwargs:
                 raise ValueError(
@@ -271,11 +327,36 @@ class _SamplerBase:
         model_kwargs = config.update(**generation_kwargs)
         generation_kwargs.clear()
         generation_kwargs.update(model_kwargs)
+        if perturbed:
+            self._check_one_head_call_per_token(config, model_kwargs)
         config.update(do_sample=False, num_beams=1, num_return_sequences=1, max_new_tokens=horizon)
         config.update(temperature=None, top_p=None, top_k=None, min_p=None)
         if config.pad_token_id is None:
-            config.pad_token_id = self.tokenizer.pad_token_id
+            config.pad_token_id = self.pad_token_id
         return config
+
+    # generation settings under which the output layer does not run once per generated token on one position
+    _MULTI_POSITION_SETTINGS = {
+        "prefill_chunk_size": "runs the output layer once per prompt chunk during the prefill",
+        "assistant_model": "verifies several drafted tokens in one call of the output layer (assisted decoding)",
+        "prompt_lookup_num_tokens": "verifies several drafted tokens in one call of the output layer (prompt lookup)",
+        "assistant_early_exit": "drafts tokens with the model's own early layers and output layer (self-speculation)",
+        "use_mtp": "drafts tokens with multi-token prediction heads (assisted decoding)",
+        "dola_layers": "runs the output layer on several layers per step (DoLa)",
+    }
+
+    def _check_one_head_call_per_token(self, config: GenerationConfig, model_kwargs: dict[str, Any]) -> None:
+        """Refuses generation settings that change how often the output layer runs per token: the pre-logit hook
+        counts one call per generated token, so noise would land on the wrong steps."""
+        for name, effect in self._MULTI_POSITION_SETTINGS.items():
+            value = model_kwargs.get(name, getattr(config, name, None))
+            if value is not None and value is not False:
+                shown = repr(value) if isinstance(value, int | float | str) else f"<{type(value).__name__}>"
+                raise ValueError(
+                    f"`{name}={shown}` {effect}, but the pre-logit noise is added once per generated token, so "
+                    f"it would land on the wrong steps; remove `{name}` from the generation kwargs and from the "
+                    "`generation_config` (AISP decodes greedily, one token per step)."
+                )
 
     # -- outputs --------------------------------------------------------------------------------------------
     def _eos_ids(self, config: GenerationConfig) -> set[int]:
@@ -580,7 +661,10 @@ class BestOfNSampler(_SamplerBase):
 
     The baseline "BoN (top-p)": nucleus sampling with the given ``generation_config``, which defaults to
     ``do_sample=True, top_p=0.9, temperature=1.0``. Unlike trl, the seed never touches the global RNG: each
-    query's sampling runs under ``torch.random.fork_rng`` seeded from ``seed`` and the query's token ids.
+    query's sampling runs under ``torch.random.fork_rng`` seeded from ``seed``, the number of earlier calls that saw
+    the query, and its token ids. So each call of `generate` / `search` draws fresh samples (as trl's sampler, seeded
+    once at construction, did), two samplers built with the same seed give the same sequence of calls, and a query's
+    result depends neither on the other queries of its call nor on how a run was cut into calls.
 
     Args:
         model, tokenizer, queries_to_scores, length_sampler, sample_size, seed, n_candidates,
@@ -622,15 +706,17 @@ class BestOfNSampler(_SamplerBase):
     ) -> list[AISPResult]:
         """Every sample with its reward, one `AISPResult` per query (a single iteration)."""
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
+        calls = self._next_calls(queries)
         results = []
-        for query, prompt, tau in zip(queries, prompt_texts, horizons, strict=True):
+        for query, prompt, tau, call in zip(queries, prompt_texts, horizons, calls, strict=True):
             config = copy.deepcopy(self.gen_config)
             model_kwargs = config.update(**generation_kwargs)  # generation settings go into the config
             config.update(max_new_tokens=tau, num_return_sequences=1)
             if config.pad_token_id is None:
-                config.pad_token_id = self.tokenizer.pad_token_id
+                config.pad_token_id = self.pad_token_id
             input_ids, attention_mask = self._left_pad([query] * self.sample_size, device)
-            digest = hashlib.sha256(f"{self.seed}:{','.join(map(str, query))}".encode()).digest()
+            # the query's own stream: seed, earlier calls that saw this query, its token ids (not its slot)
+            digest = hashlib.sha256(f"{self.seed}:{call}:{','.join(map(str, query))}".encode()).digest()
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
                 output = self.generator_model.generate(
@@ -693,12 +779,10 @@ class GreedySampler(_SamplerBase):
     ) -> list[AISPResult]:
         """One greedy sample per query, as an `AISPResult` (a single iteration of one sample)."""
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
         results: list[AISPResult | None] = [None] * len(queries)
-        for start in range(0, len(order), self.prompt_batch_size):
-            batch = order[start : start + self.prompt_batch_size]
+        for batch in self._prompt_batches(queries):  # sorted by length, prompt_batch_size at a time
             kwargs = dict(generation_kwargs)
-            config = self._greedy_config(max(horizons[i] for i in batch), kwargs)
+            config = self._greedy_config(max(horizons[i] for i in batch), kwargs, perturbed=False)
             input_ids, attention_mask = self._left_pad([queries[i] for i in batch], device)
             with torch.no_grad():
                 output = self.generator_model.generate(
@@ -737,11 +821,10 @@ def _context_length(config: Any) -> int | None:
 
 
 def _is_int(value: Any) -> bool:
-    return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        or (isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point())
-    )
+    """An integral number: an int (not a bool), a numpy integer, or a 0-d integer tensor."""
+    if isinstance(value, Tensor):
+        return value.ndim == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _bad_query_type(value: Any) -> str:

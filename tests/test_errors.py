@@ -8,7 +8,14 @@ from _tiny import letter_reward, make_model, make_tokenizer
 from torch import nn
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from aisp_trl import AISPConfig, AISPSampler, BestOfNSampler, LengthSampler, SequenceClassifierReward
+from aisp_trl import (
+    AISPConfig,
+    AISPSampler,
+    BestOfNSampler,
+    GreedySampler,
+    LengthSampler,
+    SequenceClassifierReward,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +112,57 @@ def test_query_longer_than_context(no_model_calls):
         no_model_calls.generate([3] * 125)  # 125 + 4 new tokens > 128
 
 
-def test_tokenizer_without_pad_token(model):
-    with pytest.raises(ValueError, match=r"`tokenizer` has no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
-        AISPSampler(model, make_tokenizer(pad=False), letter_reward(), LengthSampler(4, 5))
+def test_tokenizer_without_pad_and_eos_token(model):
+    tok = make_tokenizer(pad=False)
+    tok.eos_token = None  # without a pad token the samplers pad with eos (a warning); with neither, an error
+    for cls in (AISPSampler, BestOfNSampler):
+        with pytest.raises(ValueError, match=r"`tokenizer` has neither a pad token nor an eos token.*pad_token"):
+            cls(model, tok, letter_reward(), LengthSampler(4, 5))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("prefill_chunk_size", 4), ("prompt_lookup_num_tokens", 3), ("assistant_early_exit", 1), ("dola_layers", "low")],
+)
+def test_generation_settings_that_change_output_layer_calls_per_token(no_model_calls, setting, value):
+    # one call of the output layer per prefill chunk / several drafted positions per call: the pre-logit noise
+    # would land on the wrong steps (today's silent behaviour); refused before any model call
+    with pytest.raises(ValueError, match=rf"`{setting}={value!r}`.*wrong steps; remove `{setting}`"):
+        no_model_calls.generate([3] * 40, **{setting: value})
+
+
+def test_assistant_model_is_refused(no_model_calls, model):
+    with pytest.raises(ValueError, match=r"`assistant_model=.*assisted decoding.*remove `assistant_model`"):
+        no_model_calls.generate([3, 4], assistant_model=model)
+
+
+def test_prefill_chunking_in_the_generation_config_is_refused(model, tok, monkeypatch):
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(prefill_chunk_size=4, eos_token_id=1, pad_token_id=0)
+    sampler = AISPSampler(model, tok, letter_reward(), LengthSampler(4, 5), 2, 0, generation_config=config)
+    monkeypatch.setattr(sampler.generator_model, "generate", lambda *a, **k: pytest.fail("model called"))
+    with pytest.raises(ValueError, match="`prefill_chunk_size=4`"):
+        sampler.generate([3] * 40)
+
+
+def test_batch_of_long_prompt_and_long_horizon_beyond_a_learned_position_table(tok):
+    # GPT-2 has learned positions: a batch left-padded to its longest prompt and decoded to its longest horizon
+    # indexes past the table (IndexError) even when each query alone fits
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=33, n_embd=16, n_layer=1, n_head=2, n_positions=24, eos_token_id=1, pad_token_id=0)
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(config).eval()
+    long_prompt, short_prompt = [3] * 20, [4, 5, 6]
+    for cls, kw in ((AISPSampler, {"n_iterations": 1}), (GreedySampler, {})):
+        horizons = iter([2, 14])  # per query: 20 + 2 <= 24 and 3 + 14 <= 24; in one batch: 20 + 14 > 24
+        sampler = cls(gpt2, tok, letter_reward(), lambda h=horizons: next(h), prompt_batch_size=2, **kw)
+        with pytest.raises(ValueError, match=r"one prompt batch.*34 positions, beyond the model's context of 24"):
+            sampler.generate([long_prompt, short_prompt])
+        horizons = iter([2, 14])
+        alone = cls(gpt2, tok, letter_reward(), lambda h=horizons: next(h), prompt_batch_size=1, **kw)
+        assert len(alone.generate([long_prompt, short_prompt])) == 2  # one query per batch fits
 
 
 def test_model_without_output_embeddings(tok):

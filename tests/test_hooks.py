@@ -168,3 +168,37 @@ def test_model_without_output_embeddings_is_a_clear_error():
 
     with pytest.raises(ValueError, match="no output embeddings"):
         find_output_layer(NoHead())
+
+
+# -- one call of the output layer per generated token (issue 8) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"prefill_chunk_size": 4}, "chunked prefill"), ({"prompt_lookup_num_tokens": 3}, "prompt-lookup decoding")],
+)
+def test_multi_position_generation_is_a_clear_error_not_noise_on_wrong_steps(kwargs, match):
+    # a chunked prefill calls the output layer once per prompt chunk; prompt lookup verifies several drafted tokens
+    # in one call: counting calls as steps would put v_t on the wrong tokens without a word
+    model, tok = make_model("llama"), make_tokenizer()
+    ids, mask = _batch(tok, ["the cat sat on the mat and the dog"])  # a long query (many chunks), repeated n-grams
+    noise = torch.randn(1, 6, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=match), perturb_prelogits(model, noise):
+        _greedy(model, ids, mask, 6, **kwargs)
+    assert len(find_output_layer(model)._forward_pre_hooks) == 0
+    assert len(model.get_input_embeddings()._forward_pre_hooks) == 0
+
+
+def test_generate_without_cache_still_counts_one_step_per_call():
+    # use_cache=False feeds the whole sequence at every step (several new tokens, one position's logits): not a
+    # chunked prefill, and the noise lands on the same steps as with the cache
+    model, tok = make_model("gpt2"), make_tokenizer()
+    ids, mask = _batch(tok, ["the cat sat", "a dog"])
+    noise = torch.randn(2, 5, model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    with perturb_prelogits(model, noise):
+        cached = _greedy(model, ids, mask, 5)
+    with perturb_prelogits(model, noise):
+        uncached = _greedy(model, ids, mask, 5, use_cache=False)
+    assert torch.equal(cached, uncached)
+    with perturb_prelogits(model, torch.zeros_like(noise)):
+        assert not torch.equal(cached, _greedy(model, ids, mask, 5))  # the noise did change the decode

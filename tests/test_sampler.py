@@ -1,5 +1,6 @@
 """AISPSampler / BestOfNSampler on tiny models: the trl API, Algorithm 1's facts, batching, seeding."""
 
+import math
 import random
 
 import numpy as np
@@ -265,3 +266,71 @@ def test_reuse_samples_and_sigma_schedule_run_and_report(model, tok):
     one = _aisp(model, tok, n_iterations=1, alpha=0.9).search(_ids(tok, "we"))[0]
     pooled = _aisp(model, tok, n_iterations=1, alpha=0.9, reuse_samples=True).search(_ids(tok, "we"))[0]
     torch.testing.assert_close(one.final_mean, pooled.final_mean)
+
+
+# -- trl fidelity (issue 8) ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_tau", [np.int64, np.int32, lambda v: torch.tensor(v)])
+def test_length_sampler_may_return_numpy_or_tensor_integers(model, tok, make_tau):
+    # trl's LengthSampler returned np.random.choice(...), an np.int64
+    for cls in (AISPSampler, BestOfNSampler):
+        sampler = cls(model, tok, letter_reward(), lambda: make_tau(5), 2, 0)
+        result = sampler.search(_ids(tok, "the cat"))[0]
+        assert result.horizon == 5 and type(result.horizon) is int
+
+
+def test_samplers_keep_trls_attributes(model, tok):
+    scores, lengths = letter_reward(), LengthSampler(4, 5)
+    for cls in (AISPSampler, BestOfNSampler):
+        sampler = cls(model, tok, scores, lengths, 3, 0, 2)
+        assert sampler.model is model and sampler.tokenizer is tok and sampler.length_sampler is lengths
+        assert sampler.queries_to_scores is scores  # the callable as passed, not the adapter around it
+        assert (sampler.gen_config is None) == (cls is AISPSampler)  # BoN's default: nucleus sampling
+        assert (sampler.sample_size, sampler.n_candidates) == (3, 2)
+
+
+def test_tokenizer_without_pad_token_pads_with_eos_and_leaves_the_tokenizer_alone(model, tok):
+    from _tiny import EOS_ID
+
+    no_pad = make_tokenizer(pad=False)
+    query = [_ids(tok, "the cat"), _ids(tok, "a dog sat on")]  # different lengths: left padding happens
+    for cls, kw in ((AISPSampler, {"n_iterations": 2, "sigma2": 1.0}), (BestOfNSampler, {})):
+        with pytest.warns(UserWarning, match="no pad token; padding with its eos token '<eos>'"):
+            sampler = cls(model, no_pad, letter_reward(), LengthSampler(5, 6), 4, 0, **kw)
+        assert sampler.pad_token_id == EOS_ID and no_pad.pad_token is None  # the user's tokenizer is untouched
+        ids, mask = sampler._left_pad(query, torch.device("cpu"))
+        assert ids[0, 0] == EOS_ID and mask[0, 0] == 0
+        out = sampler.generate(query)
+        assert [len(texts) for texts in out] == [1, 1]
+        if cls is AISPSampler:  # padding ids are masked: same texts as with a pad token
+            assert out == cls(model, tok, letter_reward(), LengthSampler(5, 6), 4, 0, **kw).generate(query)
+
+
+def test_top_ranks_every_non_finite_reward_last():
+    from aisp_trl.sampler import AISPResult, Sample
+
+    rewards = [math.inf, 0.5, math.nan, -math.inf, 2.0, 0.5, math.inf]
+    samples = [Sample(f"t{i}", f"c{i}", [i], r, 1, i) for i, r in enumerate(rewards)]
+    result = AISPResult(prompt="p", query_ids=[1], horizon=1, samples=samples)
+    assert [s.index for s in result.top(7)] == [4, 1, 5, 0, 2, 3, 6]  # finite best first, then in order
+    assert result.best.reward == 2.0
+
+
+def test_best_of_n_each_call_draws_fresh_samples_and_same_seed_repeats_the_sequence(model, tok):
+    query = _ids(tok, "the cat")
+
+    def bon(seed=0):
+        return BestOfNSampler(model, tok, letter_reward(), LengthSampler(8, 9), 4, seed)
+
+    first, second = bon(), bon()
+    calls_a = [[s.text for s in first.search(query)[0].samples] for _ in range(3)]
+    calls_b = [[s.text for s in second.search(query)[0].samples] for _ in range(3)]
+    assert calls_a[0] != calls_a[1] != calls_a[2]  # trl drew from its RNG on every call
+    assert calls_a == calls_b  # two samplers with the same seed give the same sequence of calls
+    unseeded = bon(seed=None)
+    assert [s.text for s in unseeded.search(query)[0].samples] != [s.text for s in unseeded.search(query)[0].samples]
+    # batch composition does not change a query's result: alone or next to other queries, same call index
+    alone = bon().search(query)[0]
+    together = bon().search([_ids(tok, "a dog sat on"), query, _ids(tok, "we")])[1]
+    assert [s.text for s in alone.samples] == [s.text for s in together.samples]
