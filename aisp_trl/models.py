@@ -7,14 +7,23 @@ later calls reuse it, so [`load_model_and_tokenizer`] with the default name need
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
@@ -123,6 +132,144 @@ def embedded_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
+def embedded_model_missing() -> str | None:
+    """Why the embedded model cannot be loaded here (the missing package or file, and the install command), or `None`.
+
+    Used by the slow tests to say clearly why they skip.
+    """
+    try:
+        _gguf_package_dir()
+    except FileNotFoundError as error:
+        return str(error)
+    if importlib.util.find_spec("gguf") is None:
+        return f"The embedded model '{EMBEDDED_MODEL}' needs the package 'gguf'. Install it with `{_INSTALL_HINT}`."
+    return None
+
+
+@functools.cache
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub (``HF_ENDPOINT``, port 443) opens within ``timeout`` seconds.
+
+    Behind an HTTP(S) proxy the direct connection says nothing, so the Hub counts as reachable there. The answer is
+    cached for the process.
+    """
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urllib.parse.urlparse(hf_constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return bool(hf_constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def check_pretrained_source(name: str, argument: str = "model_name_or_path") -> dict[str, bool]:
+    """Checks, in seconds, that ``name`` can be loaded with ``from_pretrained``; returns extra keyword arguments.
+
+    A folder is used as is. A Hub id already in the Hugging Face cache loads from there (``local_files_only``
+    when the Hub cannot be reached). Anything else fails at once, saying what was looked for where, instead of
+    waiting about a minute for an unreachable Hub: a name that is neither a folder nor a valid Hub id, or a Hub
+    id that is not cached while ``HF_HUB_OFFLINE`` is set or ``huggingface.co`` cannot be reached.
+
+    Args:
+        name (`str`): a folder or a Hub id.
+        argument (`str`, defaults to `"model_name_or_path"`): the argument's name, for the error message.
+
+    Returns:
+        `dict`: ``{"local_files_only": True}`` for a cached Hub id without network, else ``{}``.
+
+    Raises:
+        FileNotFoundError: If ``name`` cannot be found without the Hub, or at all.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return {}
+    where = f"folder not found: {str(path.resolve())!r}"
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"`{argument}` {name!r}: {where}, and it is not a Hugging Face Hub id (`name` or `org/name`); pass an "
+            "existing folder or a Hub id."
+        ) from None
+    cached = try_to_load_from_cache(name, "config.json")
+    offline = _hub_offline()
+    if isinstance(cached, str):
+        return {"local_files_only": True} if offline or not hub_reachable() else {}
+    if offline or not hub_reachable():
+        reason = "HF_HUB_OFFLINE is set" if offline else f"no network ({hf_constants.ENDPOINT} cannot be reached)"
+        raise FileNotFoundError(
+            f"`{argument}` {name!r}: {where}; not in the Hugging Face cache at {hf_constants.HF_HUB_CACHE!r}; "
+            f"{reason}. Pass an existing folder, or download it where there is network (`hf download {name}`) "
+            "and copy the cache (or set HF_HOME to it)."
+        )
+    return {}
+
+
+@contextlib.contextmanager
+def hub_offline(active: bool = True) -> Iterator[None]:
+    """Within the block, huggingface_hub is in offline mode (``HF_HUB_OFFLINE``) when ``active``.
+
+    ``local_files_only=True`` alone is not enough: transformers still looks for an ``adapter_config.json`` on the
+    Hub, retrying for about 25 s a load when the Hub cannot be reached.
+    """
+    if not active:
+        yield
+        return
+    previous = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = previous
+
+
+def check_device(device: str | torch.device | None, argument: str = "device") -> None:
+    """Checks that ``device`` exists here, naming the devices that do.
+
+    Raises:
+        ValueError: If ``device`` is not a device name, or names an accelerator (or index) this machine lacks.
+    """
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"`{argument}` {str(device)!r} is not a device ({error}); pass e.g. 'cpu' or 'cuda'."
+        ) from None
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        available.append("mps")
+    if torch.accelerator.is_available():
+        kind = torch.accelerator.current_accelerator().type
+        if kind not in ("cuda", "mps"):
+            available += [f"{kind}:{i}" for i in range(torch.accelerator.device_count())]
+    if parsed.type == "cpu":
+        return
+    module = getattr(torch, parsed.type, None)
+    present = module is not None and hasattr(module, "is_available") and module.is_available()
+    if not present:
+        raise ValueError(
+            f"`{argument}` {str(device)!r}: {parsed.type} requested but torch.{parsed.type}.is_available() is False; "
+            f"available: {', '.join(available)}. Pass one of those (or leave `{argument}` unset)."
+        )
+    count = module.device_count() if hasattr(module, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"`{argument}` {str(device)!r}: there are {count} {parsed.type} device(s); available: "
+            f"{', '.join(available)}."
+        )
+
+
 def load_model_and_tokenizer(
     model_name_or_path: str = EMBEDDED_MODEL,
     *,
@@ -148,16 +295,26 @@ def load_model_and_tokenizer(
         `padding_side="left"` and a pad token set.
 
     Raises:
-        ValueError: If the tokenizer has neither a pad token nor an eos token to use as one.
+        ValueError: If the tokenizer has neither a pad token nor an eos token to use as one, ``dtype`` is not a
+            dtype, or ``device`` does not exist here (see [`check_device`]).
+        FileNotFoundError: If ``model_name_or_path`` is neither a folder nor a Hub id that can be loaded here (see
+            [`check_pretrained_source`]: fails in seconds without network).
     """
     if isinstance(dtype, str):
+        if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"`dtype` {dtype!r} is not a torch dtype; pass e.g. 'float32', 'bfloat16' or 'float16'.")
         dtype = getattr(torch, dtype) if dtype != "auto" else dtype
+    check_device(device)
     source: str | Path = model_name_or_path
+    extra: dict[str, bool] = {}
     if model_name_or_path == EMBEDDED_MODEL:
         source = embedded_model_dir(cache_dir)
+    else:
+        extra = check_pretrained_source(model_name_or_path)
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    with hub_offline(bool(extra)):
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

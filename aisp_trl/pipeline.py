@@ -53,7 +53,7 @@ from .data import (
     resolve_framing,
     save_dataset,
 )
-from .models import EMBEDDED_MODEL, load_model_and_tokenizer
+from .models import EMBEDDED_MODEL, check_device, check_pretrained_source, hub_offline, load_model_and_tokenizer
 from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward, as_reward_function
 from .sampler import AISPSampler, GreedySampler, LengthSampler
 
@@ -289,6 +289,11 @@ def build_reward(
         spec (`str` or `RewardFunction`): ``"vader"``, a reward-model path, or an adapter (returned as is).
         device (`str` or `torch.device`, *optional*): where the reward model goes.
         max_length (`int`, defaults to 1024): token limit of the reward model's inputs (paper App. C.3).
+
+    Raises:
+        FileNotFoundError: If ``spec`` is neither a folder nor a Hub id that loads here (in seconds without network,
+            see `aisp_trl.models.check_pretrained_source`).
+        ValueError: If it does not load as a sequence-classification model, or ``device`` does not exist here.
     """
     if not isinstance(spec, str):
         return as_reward_function(spec)
@@ -296,9 +301,15 @@ def build_reward(
         return VaderSentimentReward()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    check_device(device)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(spec)
-        tokenizer = AutoTokenizer.from_pretrained(spec)
+        extra = check_pretrained_source(spec, "reward")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error} (`reward` also takes 'vader'.)") from None
+    try:
+        with hub_offline(bool(extra)):
+            model = AutoModelForSequenceClassification.from_pretrained(spec, **extra)
+            tokenizer = AutoTokenizer.from_pretrained(spec, **extra)
     except OSError as error:
         raise ValueError(
             f"`reward` {spec!r} is neither 'vader' nor a loadable sequence-classification reward model ({error}); "
