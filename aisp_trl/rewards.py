@@ -103,12 +103,14 @@ class SequenceClassifierReward(RewardFunction):
     """A sequence-classification reward model; the reward is ``logits[:, 0]``.
 
     When the reward model's tokenizer has a chat template, each (prompt, completion) pair is rendered as a
-    user / assistant conversation; otherwise the prompt and completion are joined by ``separator``.
+    user / assistant conversation and tokenized without adding special tokens (the template holds them: no double
+    BOS); otherwise the prompt and completion are joined by ``separator`` and the tokenizer adds its special tokens.
 
     Args:
         model (`PreTrainedModel`): an ``AutoModelForSequenceClassification``.
         tokenizer (`PreTrainedTokenizerBase`): the reward model's own tokenizer.
-        max_length (`int`, *optional*, defaults to 1024): inputs are truncated to this many tokens.
+        max_length (`int`, *optional*, defaults to 1024): longer inputs are cut from the left, so the prompt side goes
+            first and the response the reward judges is kept (a leading BOS token stays).
         batch_size (`int`, *optional*, defaults to 16): texts scored per forward pass.
         separator (`str`, *optional*, defaults to `"\\n"`): joins prompt and completion without a template.
     """
@@ -142,20 +144,25 @@ class SequenceClassifierReward(RewardFunction):
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return prompt + self.separator + completion
 
+    def _tokenize(self, prompt: str, completion: str) -> list[int]:
+        """Token ids of one pair, at most ``max_length``, cut from the left (the response's end is what it judges)."""
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        ids = self.tokenizer(self._render(prompt, completion), add_special_tokens=not templated).input_ids
+        if len(ids) <= self.max_length:
+            return ids
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if bos is not None and ids[0] == bos and self.max_length > 1:  # keep the BOS the model was trained with
+            return [bos] + ids[len(ids) - self.max_length + 1 :]
+        return ids[len(ids) - self.max_length :]
+
     @torch.no_grad()
     def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> list[float]:
-        rendered = [self._render(p, c) for p, c in zip(prompts, completions, strict=True)]
+        rows = [self._tokenize(p, c) for p, c in zip(prompts, completions, strict=True)]
         device = next(self.model.parameters()).device
         scores: list[float] = []
-        for start in range(0, len(rendered), self.batch_size):
-            batch = self.tokenizer(
-                rendered[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-            ).to(device)
-            logits = self.model(**batch).logits  # (B, num_labels)
+        for start in range(0, len(rows), self.batch_size):
+            batch = self.tokenizer.pad({"input_ids": rows[start : start + self.batch_size]}, return_tensors="pt")
+            logits = self.model(**batch.to(device)).logits  # (B, num_labels)
             scores.extend(logits[:, 0].float().tolist())
         return scores
 
@@ -370,17 +377,29 @@ def as_reward_function(reward: RewardFunction | Callable[[list[str]], Sequence[f
     return reward if isinstance(reward, RewardFunction) else TextReward(reward)
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d tensor or 0-d numpy array as the Python number it holds; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return value.item()
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()  # np.float32(0.5) -> 0.5; np.bool_ -> bool (rejected below)
+    return value
+
+
 def check_rewards(values: Sequence[Any], expected: int, name: str = "reward") -> torch.Tensor:
     """Validates a reward function's output and returns it as a float64 tensor of shape `(expected,)`.
 
-    Non-finite values are kept (they get weight zero in AISP) with a warning; the count and the types are
-    checked strictly.
+    Accepted: a sequence of real numbers (floats, ints, numpy scalars, 0-d tensors or 0-d arrays) or one 1-D tensor
+    or array. Non-finite values are kept (they get weight zero in AISP) with a warning; the count and the types are
+    checked strictly (bools, strings and None are not numbers).
 
     Raises:
         ValueError: wrong count, or an entry that is not a real number.
     """
     if isinstance(values, torch.Tensor):
         values = values.detach().reshape(-1).tolist()
+    elif isinstance(values, list | tuple):
+        values = [_scalar(v) for v in values]
     try:
         count = len(values)
     except TypeError:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from _tiny import make_tokenizer
@@ -64,14 +65,41 @@ def test_sequence_classifier_uses_logit_zero_and_batches_consistently():
     assert batched[0].item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_sequence_classifier_truncates_to_max_length():
+def test_sequence_classifier_truncates_the_prompt_side_first():
+    # a long prompt must not push the response out of the window: the reward judges the response
     tok, rm = make_tokenizer(), _tiny_rm()
-    long_completion = "a" * 500
-    out = SequenceClassifierReward(rm, tok, max_length=20)(["hi"], [long_completion], ["hi " + long_completion])
-    enc = tok("hi\n" + long_completion, return_tensors="pt", truncation=True, max_length=20)
-    assert enc.input_ids.shape[1] == 20
+    long_prompt, completion = "the " * 100 + "question?", "a short, good answer."
+    reward = SequenceClassifierReward(rm, tok, max_length=30)
+    ids = reward._tokenize(long_prompt, completion)
+    # the last 30 tokens: the prompt's end, the separator (unknown to the tiny vocabulary) and the whole response
+    assert len(ids) == 30 and tok.decode(ids) == "uestion?<pad>" + completion
+    out = reward([long_prompt], [completion], ["..."])
+    full = tok(long_prompt + "\n" + completion).input_ids
     with torch.no_grad():
-        assert out[0].item() == pytest.approx(rm(**enc).logits[0, 0].item(), abs=1e-5)
+        expected = rm(input_ids=torch.tensor([full[-30:]])).logits[0, 0].item()
+    assert out[0].item() == pytest.approx(expected, abs=1e-5)
+    # a batch with a short pair is padded, not truncated, and gives the same scores
+    both = reward([long_prompt, "hi"], [completion, "yo"], ["...", "..."])
+    assert both[0].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_sequence_classifier_adds_no_special_tokens_after_a_chat_template():
+    # a Llama-3-style template starts with BOS: tokenizing it with add_special_tokens=True would give two
+    from tokenizers import processors
+
+    tok, rm = make_tokenizer(), _tiny_rm()
+    tok.bos_token = "<eos>"  # the tiny vocabulary's BOS stand-in (bos_token_id of the tiny models)
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<eos> $A", special_tokens=[("<eos>", bos)]
+    )
+    assert tok("hi").input_ids[:2] == [bos, tok.convert_tokens_to_ids("h")]  # the tokenizer adds a BOS itself
+    tok.chat_template = "<eos>{% for m in messages %}{{ m['role'][0] }},{{ m['content'] }}.{% endfor %}"
+    reward = SequenceClassifierReward(rm, tok, max_length=12)
+    ids = reward._tokenize("hi", "yo")
+    assert ids == tok("<eos>u,hi.a,yo.", add_special_tokens=False).input_ids and ids.count(bos) == 1
+    long_ids = reward._tokenize("a much longer question", "yo")  # cut from the left, the BOS kept
+    assert len(long_ids) == 12 and long_ids[0] == bos and tok.decode(long_ids[1:]).endswith("a,yo.")
 
 
 def test_sequence_classifier_renders_the_chat_template_when_present():
@@ -86,10 +114,26 @@ def test_sequence_classifier_renders_the_chat_template_when_present():
 
 
 def test_check_rewards_accepts_tensors_and_numpy_numbers():
-    import numpy as np
-
     assert check_rewards(torch.tensor([1.0, 2.0]), 2).tolist() == [1.0, 2.0]
     assert check_rewards([np.float32(0.5), 1], 2).tolist() == [0.5, 1.0]
+    # what trl's queries_to_scores returned in practice: 0-d tensors (reward-model logits), numpy scalars, arrays
+    assert check_rewards([torch.tensor(0.5), torch.tensor(2, dtype=torch.int64)], 2).tolist() == [0.5, 2.0]
+    assert check_rewards([np.float64(1.5), np.int64(3), np.array(0.25)], 3).tolist() == [1.5, 3.0, 0.25]
+    assert check_rewards(np.array([1.0, -1.0]), 2).tolist() == [1.0, -1.0]
+    assert check_rewards((torch.tensor(1.0, dtype=torch.bfloat16),), 1).tolist() == [1.0]
+
+
+@pytest.mark.parametrize("values", [[torch.tensor(True), 1.0], [np.bool_(True), 1.0], ["1.0", 2.0], [None, 1.0]])
+def test_check_rewards_still_rejects_bools_and_strings(values):
+    with pytest.raises(ValueError, match="returned non-numbers"):
+        check_rewards(values, 2)
+
+
+def test_check_rewards_still_checks_the_count_of_tensors():
+    with pytest.raises(ValueError, match="returned 3 scores for 2 texts"):
+        check_rewards([torch.tensor(1.0)] * 3, 2)
+    with pytest.raises(ValueError, match="returned 1 scores for 2 texts"):
+        check_rewards(torch.tensor([1.0]), 2)
 
 
 # -- JudgeReward -------------------------------------------------------------------------------------------------
