@@ -205,6 +205,45 @@ def test_decode_with_mean_sampling_is_seeded_and_leaves_the_global_rng(llama):
         decode_with_mean(llama, QUERY, torch.zeros(6))
 
 
+def test_kl_and_flips_of_a_bfloat16_model_use_a_float32_head():
+    # bf16 / fp16 logits differ from any recomputation by ~1e-2 relative (GPU kernels): the head runs in float32 on
+    # the bf16 pre-logits and the check against the model's own logits scales its tolerance with the dtype
+    from aisp_trl.hooks import capture_prelogits
+
+    model = make_model("llama", hidden=HIDDEN).to(torch.bfloat16)
+    mean = 2.0 * torch.randn(3, HIDDEN, generator=torch.Generator().manual_seed(4))
+    base, perturbed, ids = response_logprobs(model, QUERY, RESPONSE, mean)
+    with torch.no_grad(), capture_prelogits(model) as captured:
+        model(torch.tensor([QUERY + RESPONSE]), logits_to_keep=0)
+    z = captured[0][0, len(QUERY) - 1 : -1].float()  # (T, d) bf16 pre-logits, exactly
+    weight = find_output_layer(model).weight.float()
+    torch.testing.assert_close(base, torch.log_softmax((z @ weight.T).double(), -1), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(perturbed, torch.log_softmax(((z + mean) @ weight.T).double(), -1), atol=1e-6, rtol=1e-6)
+    assert math.isfinite(kl_from_base(model, QUERY, RESPONSE, mean))
+    assert 0.0 <= token_flip_rate(model, QUERY, RESPONSE, mean) <= 1.0
+
+
+@pytest.mark.parametrize(("dtype", "raises"), [(torch.bfloat16, False), (torch.float32, True)])
+def test_logit_check_tolerance_scales_with_the_dtype(dtype, raises):
+    # a 0.02 gap between the model's logits and the recomputed head (a GPU bf16 kernel's rounding) is noise in bf16
+    # and a real mismatch (an unknown logit transform) in float32
+    model = make_model("llama", hidden=HIDDEN).to(dtype)
+
+    def shift(module, args, output):
+        output.logits = output.logits + 0.02
+        return output
+
+    handle = model.register_forward_hook(shift)
+    try:
+        if raises:
+            with pytest.raises(RuntimeError, match="does not reproduce the model's logits"):
+                kl_from_base(model, QUERY, RESPONSE, torch.zeros(3, HIDDEN))
+        else:
+            assert kl_from_base(model, QUERY, RESPONSE, torch.zeros(3, HIDDEN)) == 0.0
+    finally:
+        handle.remove()
+
+
 # --------------------------------------------------------------------------------------------- reward curves
 
 
