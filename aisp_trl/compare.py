@@ -50,11 +50,9 @@ from .metrics import (
     aggregate_curves,
     bon_curve,
     coherence,
-    decode_with_mean,
     distinct_ngram_diversity,
     paired_win_rate,
     response_logprobs,
-    stepwise_kl_from_base,
 )
 from .models import EMBEDDED_MODEL, load_model_and_tokenizer
 from .pipeline import build_reward, tokenize_prompts
@@ -192,8 +190,9 @@ class CompareArguments:
     compute_kl: bool = field(
         default=True,
         metadata={
-            "help": "KL from the base model: AISP's stepwise KL on a response decoded with its final mean; ARGS's "
-            "-log P_base(y|x) (a deterministic policy)."
+            "help": "KL from the base model, one estimator for every method: each method's answer y (its best "
+            "response) is treated as a point mass (a deterministic policy), whose KL from the base model is "
+            "-log P_base(y|x), summed over the response tokens."
         },
     )
     win_tolerance: float = field(default=0.0, metadata={"help": "Reward differences within this count as ties."})
@@ -394,9 +393,8 @@ def run_comparison(
         for method, values in scores.items():
             _add_metric(report, method, "coherence", values)
     if args.compute_kl:
-        for method in ("aisp", "args"):
-            if method in runs:
-                _add_metric(report, method, "kl_from_base", kl_per_prompt(model, tokenizer, runs[method]))
+        for method, run in runs.items():
+            _add_metric(report, method, "kl_from_base", kl_per_prompt(model, tokenizer, run))
     return report
 
 
@@ -410,30 +408,31 @@ def _with_seed(config: AISPConfig) -> AISPConfig:
 
 
 def kl_per_prompt(model: nn.Module, tokenizer: Any, run: MethodRun) -> list[float]:
-    """KL from the base model per prompt, in nats.
+    """KL from the base model per prompt, in nats, with one estimator for every method.
 
-    - AISP: `stepwise_kl_from_base` on the response decoded greedily with the final mean ``U^{kappa+1}``
-      (`decode_with_mean`), the paper's D.5 setting.
-    - ARGS-greedy (a deterministic policy, a point mass on its response ``y``): ``KL = -log P_base(y | x)``, the
-      sum over steps of ``-log P_base(y_t | y_<t)``.
+    Each method's answer ``y`` (its best response, what the table reports) is treated as a point mass: the policy
+    "answer x with y" is deterministic, and its KL from the base model is ``KL(delta_y || P_base) =
+    -log P_base(y | x) = -sum_t log P_base(y_t | x, y_<t)`` over the response tokens. The same quantity for AISP,
+    both BoN variants, ARGS-greedy and greedy, so the column compares like with like (the stepwise KL of
+    `aisp_trl.metrics.stepwise_kl_from_base` needs a policy with a mean ``U`` and exists only for AISP).
+
+    Args:
+        model (`torch.nn.Module`): the base model the methods decoded with (eval mode).
+        tokenizer: unused; kept for compatibility.
+        run (`MethodRun`): one method's results.
+
+    Returns:
+        `list[float]`: one value per prompt, >= 0; NaN for an empty response.
     """
     values = []
-    eos = tokenizer.eos_token_id
+    zero = torch.zeros(1, find_output_layer(model).weight.shape[1])  # no perturbation: the base model's log-probs
     for result in run.results:
-        if run.method == "aisp":
-            if result.final_mean is None:
-                raise ValueError("an AISP result has no `final_mean`; KL needs the sampler's final mean.")
-            response = decode_with_mean(
-                model, result.query_ids, result.final_mean, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
-            )
-            values.append(stepwise_kl_from_base(model, result.query_ids, response, result.final_mean))
-        elif run.method == "args":
-            response = result.best.completion_ids
-            zero = torch.zeros(1, find_output_layer(model).weight.shape[1])
-            base, _, ids = response_logprobs(model, result.query_ids, response, zero)
-            values.append(float(-base[torch.arange(len(ids)), ids].sum()))
-        else:
-            raise ValueError(f"KL from the base model is defined here for 'aisp' and 'args', not {run.method!r}.")
+        response = result.best.completion_ids
+        if not response:
+            values.append(math.nan)
+            continue
+        base, _, ids = response_logprobs(model, result.query_ids, response, zero)
+        values.append(float(-base[torch.arange(len(ids)), ids].sum()))
     return values
 
 
@@ -577,7 +576,8 @@ def results_markdown(report: dict[str, Any]) -> str:
         f"N = n·κ = {settings['aisp']['sample_size']}·{settings['aisp']['n_iterations']} = "
         f"{settings['budget_per_prompt']} samples per prompt.",
         "",
-        "| method | samples / prompt | reward (mean ± std) | diversity | coherence | KL from base | s / prompt "
+        "| method | samples / prompt | reward (mean ± std) | diversity | coherence "
+        "| KL from base, −log P_base(y\\|x) | s / prompt "
         "| AISP wins / ties / losses |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -593,9 +593,9 @@ def results_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Reward: the best response's reward per prompt. Diversity: distinct 2-4-grams (D.1). Coherence: MiniLM cosine "
-        "of prompt and response. KL from base: AISP — stepwise KL on the response decoded with the final mean "
-        "(D.5); ARGS-greedy — −log P_base(y|x) of its deterministic response. Win rate: AISP's best reward against "
-        "the method's, prompt by prompt.",
+        "of prompt and response. KL from base: the same estimator for every method — its best response y taken as "
+        "a point mass (a deterministic policy), KL = −log P_base(y|x) summed over the response tokens (nats). Win "
+        "rate: AISP's best reward against the method's, prompt by prompt.",
     ]
     curves = report["curves"]
     if curves.get("n_samples"):
