@@ -18,6 +18,9 @@ python recipes/compare.py --config recipes/configs/compare_smollm2.yaml --reward
 python recipes/compare.py --config recipes/configs/compare_smollm2.yaml --methods aisp bon_top_p \
     --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --reward OpenAssistant/reward-model-deberta-v3-large-v2
 ```
+
+Run the commands with the virtual environment active (`. .venv/bin/activate`) or as `.venv/bin/python ...`. Bad
+input prints one line and exits with status 2; set `AISP_TRL_DEBUG=1` for the traceback.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ def main(script_args: CompareArguments, aisp_config: AISPConfig) -> dict:
 
 
 if __name__ == "__main__":
-    parser = make_parser()
-    script_args, aisp_config = parser.parse_args_and_config()
-    main(script_args, aisp_config)
+    from aisp_trl.cli import one_line_errors
+
+    with one_line_errors("compare.py"):  # bad input: one line on stderr, exit 2 (AISP_TRL_DEBUG=1: traceback)
+        parser = make_parser()
+        script_args, aisp_config = parser.parse_args_and_config()
+        main(script_args, aisp_config)

@@ -19,6 +19,16 @@ python recipes/distill_aisp.py --config recipes/configs/distill_smollm2.yaml \
     --prompt_source Anthropic/hh-rlhf --prompt_split test --prompt_shuffle_seed 0 \
     --reward OpenAssistant/reward-model-deberta-v3-large-v2 --output_dir llama3-aisp-sft
 ```
+
+Run the commands from the repository with the virtual environment active (`. .venv/bin/activate`), or call
+`.venv/bin/python` / `.venv/bin/accelerate`.
+
+Reruns: generation resumes from `<output_dir>/aisp` (the same model, dtype, reward and AISP settings, else an error
+says what differs). A rerun of a finished command does not train again: `<output_dir>` holds `aisp_training.json`
+(written with the report), so it says so, keeps the trained model and returns the stored report. Pass
+`--overwrite_output_dir true` to train again (the AISP records are reused; the model and report are overwritten), or
+a new `--output_dir`. Bad input (a missing model folder, an empty prompt file, ...) prints one line and exits with
+status 2; set `AISP_TRL_DEBUG=1` for the traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import argparse
 from aisp_trl.data import build_sft_dataset
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
+    finished_training,
     generate_for_training,
+    mark_training_finished,
     report_rewards_table,
     summarize_records,
     write_report,
@@ -37,8 +49,12 @@ from aisp_trl.pipeline import (
 
 def main(script_args: AISPGenerationArguments, training_args, model_args) -> dict:
     """Runs generation, SFT and evaluation; returns the report (also written to ``training_args.output_dir``)."""
+    from accelerate import PartialState
     from trl import SFTTrainer, get_peft_config
 
+    previous = finished_training(training_args.output_dir, script_args.overwrite_output_dir, PartialState())
+    if previous is not None:  # a rerun of a finished command: say so and keep the trained model
+        return previous
     run = generate_for_training(script_args, model_args.model_name_or_path, model_args.dtype, training_args.output_dir)
     dataset = build_sft_dataset(run.records, script_args.resolved_dataset_format(run.tokenizer))
     summary = summarize_records(run.records)
@@ -81,6 +97,7 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
     }
     if run.state.is_main_process:
         path = write_report(training_args.output_dir, report, title="AISP distillation report")
+        mark_training_finished(training_args.output_dir, report)
         print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
     run.state.wait_for_everyone()
     return report
@@ -96,6 +113,9 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 
 
 if __name__ == "__main__":
-    parser = make_parser()
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    from aisp_trl.cli import one_line_errors
+
+    with one_line_errors("distill_aisp.py"):  # bad input: one line on stderr, exit 2 (AISP_TRL_DEBUG=1: traceback)
+        parser = make_parser()
+        script_args, training_args, model_args = parser.parse_args_and_config()
+        main(script_args, training_args, model_args)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +50,7 @@ def _parse(recipe, config: str, checkpoints, output_dir: Path, *extra: str):
     return recipe.make_parser().parse_args_and_config(args=argv)
 
 
-def test_distill_recipe_end_to_end(checkpoints, tmp_path):
+def test_distill_recipe_end_to_end(checkpoints, tmp_path, capsys):
     recipe = _recipe("distill_aisp")
     script_args, training_args, model_args = _parse(recipe, "tiny_distill.yaml", checkpoints, tmp_path)
     report = recipe.main(script_args, training_args, model_args)
@@ -63,12 +66,21 @@ def test_distill_recipe_end_to_end(checkpoints, tmp_path):
     assert report["training"]["steps"] == 2
     assert json.loads((tmp_path / "report.json").read_text())["rewards"] == report["rewards"]
     assert "| distilled greedy (held-out) |" in (tmp_path / "report.md").read_text()
-    dataset_dir = tmp_path / "aisp" / "sft_dataset"
-    assert load_from_disk(str(dataset_dir / "arrow")).column_names == ["prompt", "completion", "prompt_id", "reward"]
+    dataset_dir = tmp_path / "aisp" / "sft_dataset"  # the folder the README names loads as is
+    assert load_from_disk(str(dataset_dir)).column_names == ["prompt", "completion", "prompt_id", "reward"]
     card = (dataset_dir / "README.md").read_text()
     assert "AISP sft dataset" in card and str(checkpoints[0]) in card and "`sample_size`: 4" in card
     assert (tmp_path / "model.safetensors").is_file()
     assert len((tmp_path / "aisp" / "records.jsonl").read_text().splitlines()) == 4
+
+    # a rerun of the finished command says so and keeps the trained model instead of training again
+    model_file = tmp_path / "model.safetensors"
+    trained = model_file.stat().st_mtime_ns
+    capsys.readouterr()
+    script_args, training_args, model_args = _parse(recipe, "tiny_distill.yaml", checkpoints, tmp_path)
+    again = recipe.main(script_args, training_args, model_args)
+    assert "already holds a finished training" in capsys.readouterr().out and "--overwrite_output_dir" in recipe.__doc__
+    assert again["rewards"] == report["rewards"] and model_file.stat().st_mtime_ns == trained
 
 
 def test_dpo_recipe_end_to_end_with_lora(checkpoints, tmp_path):
@@ -81,9 +93,16 @@ def test_dpo_recipe_end_to_end_with_lora(checkpoints, tmp_path):
 
     assert "DPO greedy (held-out)" in report["rewards"] and report["method"].startswith("DPO (ipo)")
     assert report["counts"]["pairs"] == 4 and report["training"]["steps"] == 2
-    dataset = load_from_disk(str(tmp_path / "aisp" / "preference_dataset" / "arrow"))
+    dataset = load_from_disk(str(tmp_path / "aisp" / "preference_dataset"))
     assert {"chosen", "rejected", "margin", "chosen_reward", "rejected_reward"} <= set(dataset.column_names)
-    assert all(m >= 0 for m in dataset["margin"])  # chosen = best, rejected = worst
+    # chosen = the best AISP sample, rejected = the worst one of the same prompt, margin = their difference
+    records = {r["prompt_id"]: r for r in map(json.loads, (tmp_path / "aisp" / "records.jsonl").open())}
+    for row in dataset:
+        samples = [s["reward"] for s in records[row["prompt_id"]]["samples"]]
+        assert row["chosen_reward"] == pytest.approx(max(samples))
+        assert row["rejected_reward"] == pytest.approx(min(samples))
+        assert row["margin"] == pytest.approx(row["chosen_reward"] - row["rejected_reward"])
+    assert any(m > 0 for m in dataset["margin"])  # the random reward model tells the samples apart
     assert (tmp_path / "adapter_model.safetensors").is_file()  # LoRA adapters, reference = adapters off
     assert (tmp_path / "report.md").is_file()
 
@@ -97,6 +116,16 @@ def test_dpo_recipe_without_lora_uses_a_reference_copy(checkpoints, tmp_path):
     report = recipe.main(script_args, training_args, model_args)
     assert report["training"]["steps"] == 1 and report["counts"]["pairs"] == 4
     assert "rejected = greedy" in report["method"]
+    # --overwrite_output_dir trains again (the AISP records are reused) and overwrites the model
+    model_file = tmp_path / "model.safetensors"
+    os.utime(model_file, ns=(0, 0))
+    script_args, training_args, model_args = _parse(
+        recipe, "tiny_dpo.yaml", checkpoints, tmp_path, "--max_steps", "1", "--rejected", "greedy",
+        "--drop_nonpositive_margin", "false", "--overwrite_output_dir", "true",
+    )  # fmt: skip
+    again = recipe.main(script_args, training_args, model_args)
+    assert again["training"]["steps"] == 1 and model_file.stat().st_mtime_ns > 0
+    assert "overwrite_output_dir" not in again["generation"]  # not a generation setting
 
 
 @pytest.mark.parametrize("name, config", [("distill_aisp", "distill_smollm2.yaml"), ("aisp_dpo", "dpo_smollm2.yaml")])
@@ -108,3 +137,36 @@ def test_smollm2_presets_parse(name, config, tmp_path):
     assert model_args.model_name_or_path == "smollm2-135m-instruct" and model_args.use_peft
     assert script_args.max_prompts == 16 and script_args.num_eval_prompts == 8 and script_args.reward == "vader"
     assert script_args.aisp_config().total_samples == 32 and training_args.use_cpu
+
+
+def _one_line(stderr: str, prefix: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_recipe_errors_are_one_line_also_under_accelerate_launch(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env.pop("AISP_TRL_DEBUG", None)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    # an empty prompt source is named before the (missing) model is looked for
+    argv = ["--output_dir", str(tmp_path / "out"), "--reward", "vader", "--model_name_or_path", "does/not/exist"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "aisp_dpo.py"), "--config", str(CONFIGS / "tiny_dpo.yaml"), *argv,
+         "--prompt_source", str(empty)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = _one_line(proc.stderr, "aisp_dpo.py: error: ")
+    assert f"`source` file {str(empty)!r} has no prompts" in line and "AISP_TRL_DEBUG=1" in line
+    # under accelerate launch the script's own line is on stderr, above accelerate's report of the failed process
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    proc = subprocess.run(
+        [*launch, str(ROOT / "recipes" / "distill_aisp.py"), "--config", str(CONFIGS / "tiny_distill.yaml"), *argv],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    line = _one_line(proc.stderr, "distill_aisp.py: error: ")
+    assert "`model_name_or_path` 'does/not/exist': folder not found" in line
