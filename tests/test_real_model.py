@@ -1,11 +1,14 @@
 """AISP on the real embedded SmolLM2-135M-Instruct with the VADER sentiment reward (slow, still run in CI)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from aisp_trl import AISPSampler, GreedySampler, LengthSampler, VaderSentimentReward
 from aisp_trl.hooks import perturb_prelogits
+from aisp_trl.models import embedded_model_missing
 from aisp_trl.prompts import apply_chat_template
 
 # prompts whose greedy answers are negative, so that steering toward positive text has room to move
@@ -16,7 +19,15 @@ PROMPTS = [
     "Tell me why Mondays are awful.",
 ]
 
-pytestmark = pytest.mark.slow
+EMBEDDED_MISSING = embedded_model_missing()
+pytestmark = [
+    pytest.mark.slow,
+    # CI installs the embedded model and runs these; elsewhere say why they do not run (on CI, a missing model fails)
+    pytest.mark.skipif(
+        EMBEDDED_MISSING is not None and not os.environ.get("CI"),
+        reason=f"the embedded SmolLM2 is not installed here: {EMBEDDED_MISSING}",
+    ),
+]
 
 
 def _queries(tok, prompts):
