@@ -1,7 +1,11 @@
 """`aisp-trl generate`: end to end on a tiny saved model (fast) and on the embedded SmolLM2 (slow)."""
 
+import ast
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +144,37 @@ def test_generate_on_the_embedded_smollm2(smollm2, capsys):
           "--seed", "0", "--prompt_batch_size", "2"])  # fmt: skip
     printed = capsys.readouterr().out
     assert printed.count("greedy (reward") == 2 and "mean reward over 2 prompts" in printed
+
+
+# -- the README's "Use it" snippet ---------------------------------------------------------------------------------
+def _use_it_snippet() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_use_it_snippet_prints_its_result_as_a_script():
+    """Run as a script, a bare expression statement shows nothing: the snippet prints what it computes."""
+    tree = ast.parse(_use_it_snippet())
+    bare = [
+        ast.unparse(node) for node in tree.body if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call)
+    ]
+    assert not bare, f"bare expressions print nothing when run as a script: {bare}"
+    printed = [
+        node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print"
+    ]
+    assert "result.best.completion" in " ".join(ast.unparse(node) for node in printed)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    embedded_model_missing() is not None and not os.environ.get("CI"),
+    reason=f"the embedded SmolLM2 is not installed here: {embedded_model_missing()}",
+)
+def test_readme_use_it_snippet_runs(tmp_path):
+    script = tmp_path / "use_it.py"
+    script.write_text(_use_it_snippet())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best (reward " in proc.stdout and "mean reward per iteration:" in proc.stdout
