@@ -38,10 +38,9 @@ class GaussianBestOfNSampler(AISPSampler):
     iteration of an `AISPSampler` with ``sample_size`` samples per iteration. ``search`` reports ``ess = N``
     (uniform) and ``final_mean = None``, as for `BestOfNSampler`.
 
-    Memory: a prompt's ``N`` decodes run as one batch of ``N`` rows (times ``prompt_batch_size`` prompts). There is
-    no option to split ``N`` into chunks: chunks would need separate noise draws, which would no longer match AISP's
-    stream. Lower ``prompt_batch_size`` (to 1) first; for a larger ``N`` than fits, run several samplers with
-    different seeds and keep the best.
+    Memory: a prompt's ``N`` decodes run as one batch of ``N`` rows (times ``prompt_batch_size`` prompts) unless
+    ``max_batch_rows`` caps it: the noise is still drawn once, so the samples do not change, only how many rows
+    ``generate`` sees at a time.
 
     Args:
         model, tokenizer, queries_to_scores, length_sampler, seed, n_candidates, generation_config: as in
@@ -49,6 +48,7 @@ class GaussianBestOfNSampler(AISPSampler):
         sample_size (`int`, defaults to 4): N, the number of noisy greedy decodes per query.
         sigma2 (`float`, defaults to 0.5): the noise variance (the paper tunes it in [0.1, 1.0]).
         prompt_batch_size (`int`, defaults to 1): queries decoded together (``prompt_batch_size * N`` rows).
+        max_batch_rows (`int`, *optional*): decode at most this many rows at a time (same samples).
         show_progress (`bool`, defaults to False): a tqdm bar.
 
     Example:
@@ -72,6 +72,7 @@ class GaussianBestOfNSampler(AISPSampler):
         *,
         sigma2: float = 0.5,
         prompt_batch_size: int = 1,
+        max_batch_rows: int | None = None,
         show_progress: bool = False,
     ):
         # one iteration: U^1 = 0 is the only mean used; lam and alpha only shape the (unused) update
@@ -92,6 +93,7 @@ class GaussianBestOfNSampler(AISPSampler):
             sigma_decay=1.0,
             reuse_samples=False,
             prompt_batch_size=prompt_batch_size,
+            max_batch_rows=max_batch_rows,
             show_progress=show_progress,
         )
 

@@ -406,7 +406,7 @@ class AISPSampler(_SamplerBase):
 
     Args:
         model (`PreTrainedModel`): a causal LM: plain, PEFT, accelerate/DDP-wrapped or a value-head wrapper.
-        tokenizer (`PreTrainedTokenizerBase`): its tokenizer; must have a pad token.
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer; without a pad token, the eos token pads (a warning).
         queries_to_scores (`Callable[[list[str]], list[float]]` or `RewardFunction`): scores the decoded
             texts (query included), as in trl; or an adapter from `aisp_trl.rewards`.
         length_sampler (`Callable[[], int]`): the horizon tau (max new tokens), drawn once per query.
@@ -417,6 +417,9 @@ class AISPSampler(_SamplerBase):
         generation_config (`GenerationConfig`, *optional*): base generation settings (forced greedy).
         n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples,
             prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
+        max_batch_rows (`int`, *optional*): decode the ``prompt_batch_size * sample_size`` rows of an iteration in
+            slices of at most this many (GPU memory); the noise is drawn once per iteration, so the samples are the
+            same as in one batch (up to floating-point noise). ``None`` decodes all rows at once.
         show_progress (`bool`, defaults to False): a tqdm bar over iterations.
 
     Each call of `generate` / `search` on a query this sampler has seen before draws fresh noise (how many earlier
@@ -453,8 +456,16 @@ class AISPSampler(_SamplerBase):
         sigma_decay: float = _DEFAULTS.sigma_decay,
         reuse_samples: bool = _DEFAULTS.reuse_samples,
         prompt_batch_size: int = 1,
+        max_batch_rows: int | None = None,
         show_progress: bool = False,
     ):
+        if max_batch_rows is not None and (
+            isinstance(max_batch_rows, bool) or not isinstance(max_batch_rows, int) or max_batch_rows < 1
+        ):
+            raise ValueError(
+                f"`max_batch_rows` must be an integer >= 1 or None (all rows at once), got {max_batch_rows!r}."
+            )
+        self.max_batch_rows = max_batch_rows
         self.config = AISPConfig(
             sample_size=sample_size,
             n_iterations=n_iterations,
@@ -474,7 +485,6 @@ class AISPSampler(_SamplerBase):
         self.proposal = make_proposal(self.config.proposal, self.config.rho)
         self.seed = seed if seed is not None else secrets.randbits(63)
         self.sample_size, self.n_candidates, self.show_progress = sample_size, n_candidates, show_progress
-        self._calls: dict[tuple[int, ...], int] = {}  # per query: earlier search() calls that saw it
 
     @classmethod
     def from_config(
@@ -523,14 +533,9 @@ class AISPSampler(_SamplerBase):
                 (e.g. the raw user message before the chat template); defaults to the decoded query.
         """
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
-        calls = [self._calls.get(tuple(q), 0) for q in queries]  # duplicates within one call share a stream
-        for query in {tuple(q) for q in queries}:
-            self._calls[query] = self._calls.get(query, 0) + 1
-
+        calls = self._next_calls(queries)  # fresh noise for a query seen before; duplicates share a stream
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
-        b = self.config.prompt_batch_size
-        batches = [order[i : i + b] for i in range(0, len(order), b)]
+        batches = self._prompt_batches(queries)
         results: list[AISPResult | None] = [None] * len(queries)
         with tqdm(
             total=len(batches) * self.config.n_iterations, desc="AISP", disable=not self.show_progress, unit="it"
@@ -594,15 +599,18 @@ class AISPSampler(_SamplerBase):
             noise = torch.zeros(len(rows), tau_max, width)
             for j, (v, tau) in enumerate(zip(samples, horizons, strict=True)):
                 noise[j * n : (j + 1) * n, :tau] = proposal.to_steps(v, tau)
-            # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau
-            with torch.no_grad(), perturb_prelogits(self.model, noise):
-                output = self.generator_model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=gen_config,
-                    **generation_kwargs,
-                )
-            completion_ids = self._completions(output, input_ids.shape[1], row_horizons, eos)
+            # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau, at most max_batch_rows rows at a time
+            completion_ids: list[list[int]] = []
+            step = self.max_batch_rows or len(rows)
+            for lo in range(0, len(rows), step):
+                with torch.no_grad(), perturb_prelogits(self.model, noise[lo : lo + step]):
+                    output = self.generator_model.generate(
+                        input_ids=input_ids[lo : lo + step],
+                        attention_mask=attention_mask[lo : lo + step],
+                        generation_config=gen_config,
+                        **generation_kwargs,
+                    )
+                completion_ids += self._completions(output, input_ids.shape[1], row_horizons[lo : lo + step], eos)
             # line 17: rewards of every row, in one call
             texts, completions, rewards = self._score(
                 rows, [p for p in prompts for _ in range(n)], completion_ids, skip_special_tokens

@@ -215,7 +215,7 @@ def test_auto_temperature_rejects_bad_target():
 
 # -- proposals: the weights stay correct (Monte Carlo against hand-computed tilted means) ----------------------
 def _tilted_mean(proposal, mean, sigma2, a, lam, alpha, n=400_000, seed=7):
-    """AIS estimate of E_p*[V] for p*(V) ∝ exp(<a, V> / lam) N(V; alpha U, S): the exact answer is alpha U + S a / lam."""
+    """AIS estimate of E_p*[V], p*(V) ∝ exp(<a, V> / lam) N(V; alpha U, S); the exact answer is alpha U + S a / lam."""
     samples = proposal.draw(mean, sigma2, n, torch.Generator().manual_seed(seed))
     rewards = torch.einsum("td,ntd->n", a, samples)
     return ais_step(mean, samples, rewards, lam=lam, alpha=alpha, sigma2=sigma2, proposal=proposal)

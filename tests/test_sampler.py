@@ -268,6 +268,24 @@ def test_reuse_samples_and_sigma_schedule_run_and_report(model, tok):
     torch.testing.assert_close(one.final_mean, pooled.final_mean)
 
 
+def test_max_batch_rows_slices_decoding_without_changing_samples(model, tok):
+    from aisp_trl import GaussianBestOfNSampler
+
+    queries = [_ids(tok, q) for q in QUERIES]
+    whole = _aisp(model, tok, prompt_batch_size=3).search(queries)
+    sliced = _aisp(model, tok, prompt_batch_size=3, max_batch_rows=5).search(queries)
+    assert [[s.text for s in r.samples] for r in whole] == [[s.text for s in r.samples] for r in sliced]
+    bon = GaussianBestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 12, 0, sigma2=1.0)
+    bon_sliced = GaussianBestOfNSampler(
+        model, tok, letter_reward(), LengthSampler(6, 7), 12, 0, sigma2=1.0, max_batch_rows=4
+    )
+    assert [s.text for s in bon.search(queries[0])[0].samples] == [
+        s.text for s in bon_sliced.search(queries[0])[0].samples
+    ]
+    with pytest.raises(ValueError, match="max_batch_rows"):
+        _aisp(model, tok, max_batch_rows=0)
+
+
 # -- trl fidelity (issue 8) ----------------------------------------------------------------------------------------
 
 
