@@ -3,7 +3,8 @@
 Every run is one *unit* (reward, method, seed) over the same prompts, saved as its own JSON under
 ``<output_dir>/units/`` as soon as it finishes, so the script resumes where it stopped (kill it, run it again).
 A unit stores each prompt's rewards of all ``N`` samples in order, the chosen answer, its per-token NLL under the
-base model (fluency) and its MiniLM coherence with the prompt.
+base model (fluency) and its MiniLM coherence with the prompt. The baselines' samples do not depend on the reward:
+they are decoded once per (method, seed) and re-scored for each reward (``<output_dir>/samples/``).
 
 The report (``report.json``, ``report.md``, ``curves.png``) gives, per reward:
 
@@ -52,7 +53,7 @@ from aisp_trl.data import load_prompts, prompt_text
 from aisp_trl.metrics import SentenceEmbedder, coherence
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
-from aisp_trl.sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
+from aisp_trl.sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler, Sample
 from aisp_trl.stats import bootstrap_ci, expected_best_of, expected_best_of_curve, paired_comparison, samples_to_match
 
 BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
@@ -156,12 +157,43 @@ def token_nll(model, query_ids: list[int], completion_ids: list[int]) -> float:
     return float(-logp.mean())
 
 
-def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, embedder, prompts, queries, args) -> dict:
-    """Runs one (reward, method, seed) over every prompt; returns the unit record."""
+def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args):
+    """``(results, seconds)``. The baselines' samples do not depend on the reward: they are decoded once per
+    (method, seed), kept under ``<output_dir>/samples/`` and re-scored for every other reward (a reward's own
+    scoring time is still counted). AISP's samples depend on the reward, so AISP always searches."""
+    cache = Path(args.output_dir) / "samples" / method / f"seed{seed}.json"
+    if method in BASELINES and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["settings"] == settings_of(args):
+            start = time.perf_counter()
+            results = []
+            for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
+                n = len(rows["completions"])
+                rewards = reward([prompt] * n, rows["completions"], rows["texts"])
+                samples = [
+                    Sample(t, c, ids, float(r), 1, i)
+                    for i, (t, c, ids, r) in enumerate(
+                        zip(rows["texts"], rows["completions"], rows["completion_ids"], rewards.tolist(), strict=True)
+                    )
+                ]
+                results.append(AISPResult(prompt, query, args.max_new_tokens, samples, ess=[float(n)]))
+            return results, saved["seconds"] + time.perf_counter() - start
     sampler = build_sampler(method, overrides, seed, model, tokenizer, reward, args)
     start = time.perf_counter()
-    results: list[AISPResult] = sampler.search(queries, prompts=prompts)
+    results = sampler.search(queries, prompts=prompts)
     seconds = time.perf_counter() - start
+    if method in BASELINES:
+        rows = [{k: [getattr(x, a) for x in r.samples] for k, a in
+                 (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"))}
+                for r in results]  # fmt: skip
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"settings": settings_of(args), "seconds": seconds, "prompts": rows}))
+    return results, seconds
+
+
+def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, embedder, prompts, queries, args) -> dict:
+    """Runs one (reward, method, seed) over every prompt; returns the unit record."""
+    results, seconds = search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args)
     best = [r.best for r in results]
     nll = [token_nll(model, q, b.completion_ids) for q, b in zip(queries, best, strict=True)]
     coh = coherence(prompts, [b.completion for b in best], embedder)
