@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from ._compat import cache_kwarg, output_cache
 from .config import AISPConfig
 from .hooks import find_output_layer, generation_model, perturb_prelogits, unwrap_model
 from .ops import StepInfo, ais_step, amis_step
@@ -306,6 +307,43 @@ class _SamplerBase:
             mask[i, width - len(row) :] = 1
         return ids.to(device), mask.to(device)
 
+    def _prompt_cache(self, ids: Tensor, mask: Tensor) -> Any | None:
+        """The key-value cache of the left-padded prompts `(b, L)` without their last token, or ``None``.
+
+        Every row decoded for a prompt starts from the same prompt, so its prefill is computed once per prompt
+        (and per batch, not per AISP iteration) and copied to the rows by `_rows_cache`; ``generate`` then only
+        runs the last prompt token and the new ones. ``None`` (plain prefill) where the model returns no cache
+        that can be copied per row."""
+        if ids.shape[1] < 2:
+            return None
+        forward_model = unwrap_model(self.model)
+        # positions as generate counts them on a left-padded batch (the first real token is 0): with plain
+        # arange positions a padded row's cache would sit `pad` positions off the tokens generate appends
+        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        try:
+            with torch.no_grad():
+                output = forward_model(
+                    input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
+                )
+        except (TypeError, ValueError, NotImplementedError):
+            return None
+        cache = output_cache(output) if hasattr(output, "get") else None
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(hasattr(layer, "batch_select_indices") for layer in layers):
+            return None
+        return cache
+
+    def _rows_cache(self, cache: Any | None, owners: list[int]) -> dict[str, Any]:
+        """``generate`` keyword arguments giving each row a copy of its prompt's cache (``owners[i]``: the prompt
+        of row ``i``); empty without a cache."""
+        if cache is None:
+            return {}
+        rows = copy.deepcopy(cache)
+        index = torch.tensor(owners, device=self.output_layer.weight.device)
+        for layer in rows.layers:
+            layer.batch_select_indices(index)
+        return {cache_kwarg(unwrap_model(self.model)): rows}
+
     def _greedy_config(
         self, horizon: int, generation_kwargs: dict[str, Any], perturbed: bool = True
     ) -> GenerationConfig:
@@ -581,6 +619,8 @@ class AISPSampler(_SamplerBase):
         eos = self._eos_ids(gen_config)
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
         input_ids, attention_mask = self._left_pad(rows, device)
+        # the prompts' prefill once per batch; each iteration copies it to the rows (prompt j owns rows j*n..)
+        prompt_cache = self._prompt_cache(input_ids[::n], attention_mask[::n])
         row_horizons = [tau for tau in horizons for _ in range(n)]
         generators = [self._noise_generator(q, c) for q, c in zip(queries, calls, strict=True)]
         proposal = self.proposal
@@ -603,11 +643,13 @@ class AISPSampler(_SamplerBase):
             completion_ids: list[list[int]] = []
             step = self.max_batch_rows or len(rows)
             for lo in range(0, len(rows), step):
+                rows_cache = self._rows_cache(prompt_cache, [row // n for row in range(lo, min(lo + step, len(rows)))])
                 with torch.no_grad(), perturb_prelogits(self.model, noise[lo : lo + step]):
                     output = self.generator_model.generate(
                         input_ids=input_ids[lo : lo + step],
                         attention_mask=attention_mask[lo : lo + step],
                         generation_config=gen_config,
+                        **rows_cache,
                         **generation_kwargs,
                     )
                 completion_ids += self._completions(output, input_ids.shape[1], row_horizons[lo : lo + step], eos)
@@ -723,6 +765,7 @@ class BestOfNSampler(_SamplerBase):
             if config.pad_token_id is None:
                 config.pad_token_id = self.pad_token_id
             input_ids, attention_mask = self._left_pad([query] * self.sample_size, device)
+            rows_cache = self._rows_cache(self._prompt_cache(input_ids[:1], attention_mask[:1]), [0] * self.sample_size)
             # the query's own stream: seed, earlier calls that saw this query, its token ids (not its slot)
             digest = hashlib.sha256(f"{self.seed}:{call}:{','.join(map(str, query))}".encode()).digest()
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -731,6 +774,7 @@ class BestOfNSampler(_SamplerBase):
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=config,
+                    **rows_cache,
                     **model_kwargs,
                 )
             completion_ids = self._completions(

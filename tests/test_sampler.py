@@ -352,3 +352,33 @@ def test_best_of_n_each_call_draws_fresh_samples_and_same_seed_repeats_the_seque
     alone = bon().search(query)[0]
     together = bon().search([_ids(tok, "a dog sat on"), query, _ids(tok, "we")])[1]
     assert [s.text for s in alone.samples] == [s.text for s in together.samples]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prompt_prefill_is_computed_once_and_gives_the_same_samples(tok, monkeypatch, arch):
+    # rotary (llama) and learned absolute (gpt2) positions: the cached prefill of left-padded prompts must give
+    # the positions generate gives them
+    from _tiny import make_model
+
+    model = make_model(arch)
+    queries = [_ids(tok, q) for q in QUERIES]
+    fed = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, a, out: fed.append(a[0].numel()))
+    try:
+        cached = _aisp(model, tok, prompt_batch_size=3, n_iterations=2).search(queries)
+        cached_tokens = sum(fed)
+        bon_cached = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 6, 0).search(queries[1])
+        fed.clear()
+        monkeypatch.setattr(AISPSampler, "_prompt_cache", lambda self, ids, mask: None)
+        monkeypatch.setattr(BestOfNSampler, "_prompt_cache", lambda self, ids, mask: None)
+        plain = _aisp(model, tok, prompt_batch_size=3, n_iterations=2).search(queries)
+        plain_tokens = sum(fed)
+        bon_plain = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 6, 0).search(queries[1])
+    finally:
+        handle.remove()
+    assert [[s.text for s in r.samples] for r in cached] == [[s.text for s in r.samples] for r in plain]
+    assert [s.text for s in bon_cached[0].samples] == [s.text for s in bon_plain[0].samples]
+    # 3 prompts x 4 rows x 2 iterations: the prompts' prefill (all but the last token) runs once, not per row and
+    # iteration
+    longest = max(len(q) for q in queries)
+    assert plain_tokens - cached_tokens == 2 * 12 * (longest - 1) - 3 * (longest - 1)
