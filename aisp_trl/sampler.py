@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ._compat import cache_kwarg, output_cache
 from .config import AISPConfig
-from .hooks import find_output_layer, generation_model, perturb_prelogits, unwrap_model
+from .decoding import Decoder, HFDecoder
+from .hooks import find_output_layer, generation_model, unwrap_model
 from .ops import StepInfo, ais_step, amis_step
 from .proposals import make_proposal
 from .rewards import RewardFunction, as_reward_function
@@ -166,6 +166,8 @@ class _SamplerBase:
         config = getattr(self.generator_model, "config", None) or getattr(inner, "config", None)
         self.context_length = _context_length(config)
         self.vocab_size = self.output_layer.weight.shape[0]
+        # the decoding seam: the search loops ask it for completion ids and never call an engine themselves
+        self.decoder: Decoder = HFDecoder(model, self.pad_token_id, getattr(self, "max_batch_rows", None))
 
     n_candidates: int = 1
 
@@ -297,53 +299,6 @@ class _SamplerBase:
             return torch.device(device)
         return self.output_layer.weight.device
 
-    def _left_pad(self, rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-        """Left-pads token rows into `(B, L)` input ids and attention mask."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-        return ids.to(device), mask.to(device)
-
-    def _prompt_cache(self, ids: Tensor, mask: Tensor) -> Any | None:
-        """The key-value cache of the left-padded prompts `(b, L)` without their last token, or ``None``.
-
-        Every row decoded for a prompt starts from the same prompt, so its prefill is computed once per prompt
-        (and per batch, not per AISP iteration) and copied to the rows by `_rows_cache`; ``generate`` then only
-        runs the last prompt token and the new ones. ``None`` (plain prefill) where the model returns no cache
-        that can be copied per row."""
-        if ids.shape[1] < 2:
-            return None
-        forward_model = unwrap_model(self.model)
-        # positions as generate counts them on a left-padded batch (the first real token is 0): with plain
-        # arange positions a padded row's cache would sit `pad` positions off the tokens generate appends
-        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-        try:
-            with torch.no_grad():
-                output = forward_model(
-                    input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
-                )
-        except (TypeError, ValueError, NotImplementedError):
-            return None
-        cache = output_cache(output) if hasattr(output, "get") else None
-        layers = getattr(cache, "layers", None)
-        if not layers or not all(hasattr(layer, "batch_select_indices") for layer in layers):
-            return None
-        return cache
-
-    def _rows_cache(self, cache: Any | None, owners: list[int]) -> dict[str, Any]:
-        """``generate`` keyword arguments giving each row a copy of its prompt's cache (``owners[i]``: the prompt
-        of row ``i``); empty without a cache."""
-        if cache is None:
-            return {}
-        rows = copy.deepcopy(cache)
-        index = torch.tensor(owners, device=self.output_layer.weight.device)
-        for layer in rows.layers:
-            layer.batch_select_indices(index)
-        return {cache_kwarg(unwrap_model(self.model)): rows}
-
     def _greedy_config(
         self, horizon: int, generation_kwargs: dict[str, Any], perturbed: bool = True
     ) -> GenerationConfig:
@@ -369,9 +324,15 @@ class _SamplerBase:
             self._check_one_head_call_per_token(config, model_kwargs)
         config.update(do_sample=False, num_beams=1, num_return_sequences=1, max_new_tokens=horizon)
         config.update(temperature=None, top_p=None, top_k=None, min_p=None)
+        self._fill_special_tokens(config)
+        return config
+
+    def _fill_special_tokens(self, config: GenerationConfig) -> None:
+        """Pad with the sampler's pad id and stop at the tokenizer's eos when the config names neither."""
         if config.pad_token_id is None:
             config.pad_token_id = self.pad_token_id
-        return config
+        if config.eos_token_id is None and getattr(self.tokenizer, "eos_token_id", None) is not None:
+            config.eos_token_id = self.tokenizer.eos_token_id
 
     # generation settings under which the output layer does not run once per generated token on one position
     _MULTI_POSITION_SETTINGS = {
@@ -400,16 +361,6 @@ class _SamplerBase:
     def _eos_ids(self, config: GenerationConfig) -> set[int]:
         eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
         return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-
-    def _completions(self, output: Tensor, prompt_width: int, horizons: list[int], eos: set[int]) -> list[list[int]]:
-        """Cuts each generated row at its own horizon and after its first EOS token (kept)."""
-        rows = output[:, prompt_width:].tolist()
-        completions = []
-        for row, tau in zip(rows, horizons, strict=True):
-            row = row[:tau]
-            stop = next((t + 1 for t, token in enumerate(row) if token in eos), len(row))
-            completions.append(row[:stop])
-        return completions
 
     def _score(
         self,
@@ -616,11 +567,7 @@ class AISPSampler(_SamplerBase):
         tau_max = max(horizons)
         generation_kwargs = dict(generation_kwargs)  # _greedy_config moves generation settings into the config
         gen_config = self._greedy_config(tau_max, generation_kwargs)
-        eos = self._eos_ids(gen_config)
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
-        input_ids, attention_mask = self._left_pad(rows, device)
-        # the prompts' prefill once per batch; each iteration copies it to the rows (prompt j owns rows j*n..)
-        prompt_cache = self._prompt_cache(input_ids[::n], attention_mask[::n])
         row_horizons = [tau for tau in horizons for _ in range(n)]
         generators = [self._noise_generator(q, c) for q, c in zip(queries, calls, strict=True)]
         proposal = self.proposal
@@ -639,20 +586,8 @@ class AISPSampler(_SamplerBase):
             noise = torch.zeros(len(rows), tau_max, width)
             for j, (v, tau) in enumerate(zip(samples, horizons, strict=True)):
                 noise[j * n : (j + 1) * n, :tau] = proposal.to_steps(v, tau)
-            # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau, at most max_batch_rows rows at a time
-            completion_ids: list[list[int]] = []
-            step = self.max_batch_rows or len(rows)
-            for lo in range(0, len(rows), step):
-                rows_cache = self._rows_cache(prompt_cache, [row // n for row in range(lo, min(lo + step, len(rows)))])
-                with torch.no_grad(), perturb_prelogits(self.model, noise[lo : lo + step]):
-                    output = self.generator_model.generate(
-                        input_ids=input_ids[lo : lo + step],
-                        attention_mask=attention_mask[lo : lo + step],
-                        generation_config=gen_config,
-                        **rows_cache,
-                        **generation_kwargs,
-                    )
-                completion_ids += self._completions(output, input_ids.shape[1], row_horizons[lo : lo + step], eos)
+            # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau (the decoder knows the engine)
+            completion_ids = self.decoder.greedy(rows, row_horizons, gen_config, noise, **generation_kwargs)
             # line 17: rewards of every row, in one call
             texts, completions, rewards = self._score(
                 rows, [p for p in prompts for _ in range(n)], completion_ids, skip_special_tokens
@@ -762,24 +697,12 @@ class BestOfNSampler(_SamplerBase):
             config = copy.deepcopy(self.gen_config)
             model_kwargs = config.update(**generation_kwargs)  # generation settings go into the config
             config.update(max_new_tokens=tau, num_return_sequences=1)
-            if config.pad_token_id is None:
-                config.pad_token_id = self.pad_token_id
-            input_ids, attention_mask = self._left_pad([query] * self.sample_size, device)
-            rows_cache = self._rows_cache(self._prompt_cache(input_ids[:1], attention_mask[:1]), [0] * self.sample_size)
+            self._fill_special_tokens(config)
             # the query's own stream: seed, earlier calls that saw this query, its token ids (not its slot)
             digest = hashlib.sha256(f"{self.seed}:{call}:{','.join(map(str, query))}".encode()).digest()
-            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-                output = self.generator_model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=config,
-                    **rows_cache,
-                    **model_kwargs,
-                )
-            completion_ids = self._completions(
-                output, input_ids.shape[1], [tau] * self.sample_size, self._eos_ids(config)
-            )
+            seed = int.from_bytes(digest[:8], "little") >> 1
+            rows = [query] * self.sample_size
+            completion_ids = self.decoder.sample(rows, [tau] * self.sample_size, config, seed, **model_kwargs)
             texts, completions, rewards = self._score(
                 [query] * self.sample_size, [prompt] * self.sample_size, completion_ids, skip_special_tokens
             )
@@ -835,14 +758,8 @@ class GreedySampler(_SamplerBase):
         for batch in self._prompt_batches(queries):  # sorted by length, prompt_batch_size at a time
             kwargs = dict(generation_kwargs)
             config = self._greedy_config(max(horizons[i] for i in batch), kwargs, perturbed=False)
-            input_ids, attention_mask = self._left_pad([queries[i] for i in batch], device)
-            with torch.no_grad():
-                output = self.generator_model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **kwargs
-                )
-            completion_ids = self._completions(
-                output, input_ids.shape[1], [horizons[i] for i in batch], self._eos_ids(config)
-            )
+            rows = [queries[i] for i in batch]
+            completion_ids = self.decoder.greedy(rows, [horizons[i] for i in batch], config, **kwargs)
             texts, completions, rewards = self._score(
                 [queries[i] for i in batch], [prompt_texts[i] for i in batch], completion_ids, skip_special_tokens
             )

@@ -9,6 +9,7 @@ import torch
 from _tiny import letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPSampler, BestOfNSampler, LengthSampler
+from aisp_trl.decoding import HFDecoder
 from aisp_trl.ops import sample_prelogit_noise
 
 QUERIES = ["the cat", "a dog sat on", "we"]
@@ -317,7 +318,7 @@ def test_tokenizer_without_pad_token_pads_with_eos_and_leaves_the_tokenizer_alon
         with pytest.warns(UserWarning, match="no pad token; padding with its eos token '<eos>'"):
             sampler = cls(model, no_pad, letter_reward(), LengthSampler(5, 6), 4, 0, **kw)
         assert sampler.pad_token_id == EOS_ID and no_pad.pad_token is None  # the user's tokenizer is untouched
-        ids, mask = sampler._left_pad(query, torch.device("cpu"))
+        ids, mask = sampler.decoder.left_pad(query)
         assert ids[0, 0] == EOS_ID and mask[0, 0] == 0
         out = sampler.generate(query)
         assert [len(texts) for texts in out] == [1, 1]
@@ -369,8 +370,7 @@ def test_prompt_prefill_is_computed_once_and_gives_the_same_samples(tok, monkeyp
         cached_tokens = sum(fed)
         bon_cached = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 6, 0).search(queries[1])
         fed.clear()
-        monkeypatch.setattr(AISPSampler, "_prompt_cache", lambda self, ids, mask: None)
-        monkeypatch.setattr(BestOfNSampler, "_prompt_cache", lambda self, ids, mask: None)
+        monkeypatch.setattr(HFDecoder, "_prompt_cache", lambda self, ids, mask: None)
         plain = _aisp(model, tok, prompt_batch_size=3, n_iterations=2).search(queries)
         plain_tokens = sum(fed)
         bon_plain = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 6, 0).search(queries[1])
@@ -378,7 +378,35 @@ def test_prompt_prefill_is_computed_once_and_gives_the_same_samples(tok, monkeyp
         handle.remove()
     assert [[s.text for s in r.samples] for r in cached] == [[s.text for s in r.samples] for r in plain]
     assert [s.text for s in bon_cached[0].samples] == [s.text for s in bon_plain[0].samples]
-    # 3 prompts x 4 rows x 2 iterations: the prompts' prefill (all but the last token) runs once, not per row and
-    # iteration
+    # 3 prompts x 4 rows x 2 iterations: the prompts' prefill (all but the last token) runs once per prompt and
+    # decoding call, not once per row
     longest = max(len(q) for q in queries)
-    assert plain_tokens - cached_tokens == 2 * 12 * (longest - 1) - 3 * (longest - 1)
+    assert plain_tokens - cached_tokens == 2 * 12 * (longest - 1) - 2 * 3 * (longest - 1)
+
+
+class _FakeDecoder:
+    """A `Decoder` without a model: each row's completion is the first perturbation coordinate's sign per step."""
+
+    def __init__(self):
+        self.calls = []
+
+    def greedy(self, rows, horizons, config, perturbations=None, **model_kwargs):
+        self.calls.append(("greedy", len(rows), perturbations is not None))
+        return [[3 + int(perturbations[i, t, 0] > 0) for t in range(tau)] for i, tau in enumerate(horizons)]
+
+    def sample(self, rows, horizons, config, seed, **model_kwargs):
+        self.calls.append(("sample", len(rows), seed))
+        return [[3] * tau for tau in horizons]
+
+
+def test_algorithm_1_runs_on_any_decoder(model, tok):
+    # the search loop only talks to the decoding seam: a fake decoder sees b * n rows per iteration with noise
+    sampler = _aisp(model, tok, prompt_batch_size=2, n_iterations=3)
+    sampler.decoder = fake = _FakeDecoder()
+    results = sampler.search([_ids(tok, q) for q in QUERIES[:2]])
+    assert fake.calls == [("greedy", 8, True)] * 3
+    assert all(len(r.samples) == 12 and len(r.samples[0].completion_ids) == 8 for r in results)
+    bon = BestOfNSampler(model, tok, letter_reward(), LengthSampler(4, 5), 5, 0)
+    bon.decoder = fake
+    bon.search(_ids(tok, "we"))
+    assert fake.calls[-1][:2] == ("sample", 5)

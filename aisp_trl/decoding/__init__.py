@@ -1,0 +1,41 @@
+"""The decoding seam: "decode these rows, with these pre-logit perturbations or this sampling config -> token ids".
+
+Algorithm 1 (`aisp_trl.sampler`) and the baselines only ask a `Decoder` for completion ids; they never call an
+engine themselves, so the same search loop runs on any implementation, and a test can swap in a fake one.
+
+- `Decoder`: the protocol, two methods.
+- `HFDecoder` (`aisp_trl.decoding.hf`): transformers' ``generate`` with the pre-logit hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from torch import Tensor
+from transformers import GenerationConfig
+
+from .hf import HFDecoder
+
+__all__ = ["Decoder", "HFDecoder"]
+
+
+class Decoder(Protocol):
+    """How the samplers decode. Rows are token-id lists (a query repeated once per sample); every method returns one
+    completion per row: its new token ids, cut at the row's horizon and after the first EOS (kept)."""
+
+    def greedy(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        perturbations: Tensor | None = None,
+        **model_kwargs: Any,
+    ) -> list[list[int]]:
+        """Greedy decoding; with ``perturbations`` `(rows, tau, d)`, ``v_t`` is added to the pre-logit at step t."""
+        ...
+
+    def sample(
+        self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
+    ) -> list[list[int]]:
+        """Sampled decoding with ``config`` (e.g. top-p), reproducible for a ``seed``; never touches global RNGs."""
+        ...
