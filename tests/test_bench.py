@@ -92,3 +92,46 @@ def test_bench_iteration_times_both_cases_at_the_fixed_length(tmp_path):
     result = module.main(args)
     assert result["plain_median_s"] > 0 and result["aisp_median_s"] > 0
     assert math.isfinite(result["ratio_of_medians"]) and result["min_paired_ratio"] <= result["max_paired_ratio"]
+
+
+def test_bench_vs_bon_units_resume_rescore_and_report(tmp_path, monkeypatch):
+    lm = save_tiny_lm(tmp_path / "lm")
+    script = _script("bench_vs_bon")
+    out = tmp_path / "out"
+
+    def args(*rewards):
+        return script.make_parser().parse_args(
+            ["--model_name_or_path", str(lm), "--prompt_source", str(PROMPTS_FILE), "--num_prompts", "2",
+             "--sample_size", "2", "--n_iterations", "2", "--prompt_batch_size", "2", "--max_new_tokens", "4",
+             "--checkpoints", "2", "4", "--seeds", "0", "1", "--threads", "1", "--output_dir", str(out),
+             "--variants", "steer:proposal=steering", "--rewards", *rewards]
+        )  # fmt: skip
+
+    report = script.main(args("vader"))
+    section = report["rewards"]["vader"]
+    assert set(section["methods"]) == {"aisp", "bon_top_p", "bon_gaussian", "greedy", "steer"}
+    assert section["methods"]["aisp"]["seeds"] == [0, 1] and section["methods"]["greedy"]["seeds"] == [0]
+    paired = section["paired"]["aisp vs bon_top_p"]
+    assert paired["pairs"] == 4 and paired["wins"] + paired["ties"] + paired["losses"] == pytest.approx(1.0)
+    assert len(section["curves"]["bon_top_p"]) == 4 and section["curves"]["aisp"] == sorted(section["curves"]["aisp"])
+    units = sorted((out / "units").rglob("*.json"))
+    assert len(units) == 9  # 4 sampling methods x 2 seeds + greedy once
+    assert (out / "report.md").read_text().count("| AISP (defaults) |") == 1 and (out / "curves.png").is_file()
+
+    # a second reward: the finished units are kept, the baselines are re-scored without decoding again
+    stamps = {p: p.stat().st_mtime_ns for p in units}
+    from aisp_trl import BestOfNSampler, GaussianBestOfNSampler
+
+    for cls in (BestOfNSampler, GaussianBestOfNSampler):
+        monkeypatch.setattr(cls, "search", lambda *a, **k: pytest.fail("baseline decoded again"))
+    report = script.main(args("vader", "relevance"))
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in units)
+    rescored = json.loads((out / "units" / "relevance" / "bon_top_p" / "seed0.json").read_text())
+    original = json.loads((out / "units" / "vader" / "bon_top_p" / "seed0.json").read_text())
+    assert len(rescored["prompts"][0]["rewards"]) == len(original["prompts"][0]["rewards"]) == 4
+    assert "relevance" in report["rewards"]
+
+    with pytest.raises(ValueError, match="not a tunable AISPConfig field"):
+        script.parse_variants(["x:seed=3"])
+    with pytest.raises(ValueError, match="proposal"):
+        script.parse_variants(["x:proposal=nope"])
