@@ -14,7 +14,8 @@ The report (``report.json``, ``report.md``, ``curves.png``) gives, per reward:
 - each AISP method against BoN (top-p) and BoN (N): the paired mean difference with its 95% CI and the win / tie /
   loss rates over (prompt, seed) pairs;
 - how many BoN (top-p) samples reach AISP's mean reward at the full budget (interpolated on BoN's curve);
-- the chosen answers' mean NLL per token under the base model and coherence, so that no win comes from broken text.
+- the chosen answers' mean NLL per token under the base model, coherence and n-gram diversity, so that no win comes
+  from broken text (repetition has a low NLL: diversity and coherence are what flag it).
 
 Methods: ``aisp`` (the package defaults: nothing passed but n, kappa and the seed), ``bon_top_p`` (trl's
 BestOfNSampler, top-p 0.9, T = 1), ``bon_gaussian`` (BoN (N), sigma2 = 0.5), ``greedy``, and AISP variants given as
@@ -50,7 +51,7 @@ from aisp_trl.baselines import GaussianBestOfNSampler
 from aisp_trl.compare import build_reward_by_name
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
-from aisp_trl.metrics import SentenceEmbedder, coherence
+from aisp_trl.metrics import SentenceEmbedder, coherence, distinct_ngram_diversity
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
 from aisp_trl.sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler, Sample
@@ -274,6 +275,9 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
             for key in ("nll_per_token", "coherence"):
                 values = torch.tensor([[p[key] for p in u["prompts"]] for u in us]).nanmean(0).tolist()
                 row[key] = bootstrap_ci(values)
+            # repeated n-grams: low NLL does not flag "great great great ...", this does (paper D.1)
+            diversity = [[distinct_ngram_diversity(p["best_completion"]) for p in u["prompts"]] for u in us]
+            row["diversity"] = bootstrap_ci(torch.tensor(diversity).mean(0).tolist())
             curves = torch.tensor([[curve_of(p["rewards"], method) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row
@@ -312,7 +316,9 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"AISP vs best-of-N: {s['num_prompts']} prompts of `{s['prompt_source']}`, {s['max_new_tokens']} new tokens, "
         f"N = {s['sample_size']}·{s['n_iterations']} = {total}, model `{s['model_name_or_path']}`. Best reward: mean "
         "[95% bootstrap CI over prompts] of the seed-averaged value. NLL: the chosen answer's mean per-token "
-        "negative log-likelihood under the base model (lower = more fluent).",
+        "negative log-likelihood under the base model (lower = more fluent, but repetition is cheap); coherence: "
+        "MiniLM cosine of prompt and answer; diversity: distinct 2-4-grams of the answer (1 = no repeats, "
+        "repetitive text toward 0).",
         "",
     ]
     for reward, section in report["rewards"].items():
@@ -320,8 +326,8 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         lines += [
             f"### {reward}",
             "",
-            f"| method | seeds | {head} | NLL / token | coherence | BoN (top-p) samples to match | s / run |",
-            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|",
+            f"| method | seeds | {head} | NLL / token | coherence | diversity | BoN (top-p) N to match | s / run |",
+            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|",
         ]
         for method, row in section["methods"].items():
             cells = " | ".join(_ci(row[f"N={n}"]) for n in checkpoints)
@@ -329,7 +335,7 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
             lines.append(
                 f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {_ci(row['nll_per_token'], 2)} "
-                f"| {_ci(row['coherence'], 2)} | {match_text} | {row['seconds']:.0f} |"
+                f"| {_ci(row['coherence'], 2)} | {_ci(row['diversity'], 2)} | {match_text} | {row['seconds']:.0f} |"
             )
         if section["paired"]:
             lines += ["", f"| paired at N = {total} | mean difference [95% CI] | wins / ties / losses | pairs |",
