@@ -46,7 +46,7 @@ class AISPConfig:
         },
     )
     ess_target: float = field(
-        default=0.5,
+        default=0.2,
         metadata={
             "help": "With lam='auto': target effective sample size of the weights as a fraction of n, in (0, 1)."
         },
@@ -60,7 +60,7 @@ class AISPConfig:
     )
     rho: float = field(default=0.9, metadata={"help": "With proposal='ar1': correlation of v_t between steps, [0, 1)."})
     sigma_decay: float = field(
-        default=1.0,
+        default=0.85,
         metadata={
             "help": "sigma^2 schedule: iteration k draws with sigma2 * sigma_decay^(k-1); 1 keeps it fixed (the "
             "paper), values < 1 shrink the noise to exploit around the mean."

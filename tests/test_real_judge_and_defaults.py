@@ -46,7 +46,7 @@ def test_embedded_judge_prefers_good_answers(smollm2):
 
 
 def test_default_aisp_needs_no_lambda_for_any_reward_scale(smollm2):
-    # the defaults (lam="auto") on VADER and on VADER x 1000 - 7: the same samples, and the ESS on target
+    # the defaults (lam="auto", ess_target=0.2) on VADER and on VADER x 1000 - 7: the same samples, ESS on target
     model, tok = smollm2
     vader = VaderSentimentReward()
     prompts = ["Describe the worst meal you ever had.", "Tell me why Mondays are awful."]
@@ -63,4 +63,4 @@ def test_default_aisp_needs_no_lambda_for_any_reward_scale(smollm2):
     )
     assert [[s.completion for s in r.samples] for r in base] == [[s.completion for s in r.samples] for r in scaled]
     for r in base:
-        assert all(e == pytest.approx(4.0, rel=1e-3) for e, lam in zip(r.ess, r.lam, strict=True) if lam < 1e300)
+        assert all(e == pytest.approx(0.2 * 8, rel=1e-3) for e, lam in zip(r.ess, r.lam, strict=True) if lam < 1e300)

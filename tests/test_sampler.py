@@ -239,7 +239,7 @@ def test_auto_lambda_is_free_of_the_reward_scale(model, tok, proposal):
     torch.testing.assert_close(base.final_mean, scaled.final_mean)
     finite = [(a, b) for a, b in zip(base.lam, scaled.lam, strict=True) if a != float("inf")]
     assert finite and all(b == pytest.approx(250.0 * a, rel=1e-6) for a, b in finite)
-    assert all(e == pytest.approx(0.5 * 6, rel=1e-6) for e, lam in zip(base.ess, base.lam, strict=True) if lam < 1e300)
+    assert all(e == pytest.approx(0.2 * 6, rel=1e-6) for e, lam in zip(base.ess, base.lam, strict=True) if lam < 1e300)
 
 
 def test_steering_proposal_adds_one_vector_at_every_step(model, tok):
