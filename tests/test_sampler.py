@@ -239,7 +239,15 @@ def test_auto_lambda_is_free_of_the_reward_scale(model, tok, proposal):
     torch.testing.assert_close(base.final_mean, scaled.final_mean)
     finite = [(a, b) for a, b in zip(base.lam, scaled.lam, strict=True) if a != float("inf")]
     assert finite and all(b == pytest.approx(250.0 * a, rel=1e-6) for a, b in finite)
-    assert all(e == pytest.approx(0.2 * 6, rel=1e-6) for e, lam in zip(base.ess, base.lam, strict=True) if lam < 1e300)
+    # the ESS is on target, or on the number of samples tied at the best reward when more of them tie (lam -> 0)
+    for k, (ess, lam) in enumerate(zip(base.ess, base.lam, strict=True)):
+        rewards = [s.reward for s in base.samples[6 * k : 6 * k + 6]]
+        if lam < 1e300:
+            assert (
+                ess == pytest.approx(0.2 * 6, rel=1e-3)
+                if rewards.count(max(rewards)) <= 0.2 * 6
+                else 0.2 * 6 <= ess <= rewards.count(max(rewards)) + 1e-6
+            )
 
 
 def test_steering_proposal_adds_one_vector_at_every_step(model, tok):
