@@ -2,6 +2,7 @@
 
 from .baselines import ARGSSampler, GaussianBestOfNSampler
 from .config import AISPConfig
+from .decoding import Decoder, HFDecoder
 from .hooks import capture_prelogits, find_output_layer, perturb_prelogits
 from .metrics import (
     aggregate_curves,
@@ -13,8 +14,12 @@ from .metrics import (
     stepwise_kl_from_base,
     token_flip_rate,
 )
+from .proposals import AR1Proposal, IIDProposal, Proposal, SteeringProposal, make_proposal
 from .rewards import (
     CompletionReward,
+    JudgeReward,
+    MeanReward,
+    RelevanceReward,
     RewardFunction,
     SequenceClassifierReward,
     TextReward,
@@ -39,7 +44,17 @@ __all__ = [
     "AISPResult",
     "AISPSampler",
     "BestOfNSampler",
+    "AR1Proposal",
     "CompletionReward",
+    "Decoder",
+    "HFDecoder",
+    "IIDProposal",
+    "JudgeReward",
+    "MeanReward",
+    "Proposal",
+    "RelevanceReward",
+    "SteeringProposal",
+    "make_proposal",
     "GreedySampler",
     "LengthSampler",
     "RewardFunction",
