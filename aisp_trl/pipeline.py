@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -37,7 +38,9 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
+from .baselines import GaussianBestOfNSampler
 from .config import AISPConfig
 from .data import (
     BUILTIN,
@@ -53,9 +56,10 @@ from .data import (
     resolve_framing,
     save_dataset,
 )
+from .hooks import generation_model
 from .models import EMBEDDED_MODEL, check_device, check_pretrained_source, hub_offline, load_model_and_tokenizer
 from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward, as_reward_function
-from .sampler import AISPSampler, GreedySampler, LengthSampler
+from .sampler import AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +177,13 @@ class AISPGenerationArguments:
         default=True, metadata={"help": "Drop preference pairs whose reward margin (chosen - rejected) is <= 0."}
     )
     eval_batch_size: int = field(default=8, metadata={"help": "Prompts per greedy-evaluation batch."})
+    generation_method: str = field(
+        default="aisp",
+        metadata={
+            "help": "Where the training samples come from: 'aisp', or a best-of-N baseline at the same budget "
+            "N = sample_size * n_iterations: 'bon_top_p' (top-p 0.9, T = 1) or 'bon_gaussian' (BoN (N), sigma2)."
+        },
+    )
     push_dataset_to_hub: str | None = field(
         default=None, metadata={"help": "Hub dataset repository id to push the generated dataset to."}
     )
@@ -191,6 +202,7 @@ class AISPGenerationArguments:
             "framing": FRAMINGS,
             "dataset_format": (*DATASET_FORMATS, "auto"),
             "rejected": REJECTED_CHOICES,
+            "generation_method": GENERATION_METHODS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -499,6 +511,27 @@ def _check_resume(path: Path, settings: dict[str, Any]) -> None:
         )
 
 
+GENERATION_METHODS = ("aisp", "bon_top_p", "bon_gaussian")
+"""Sample sources of the generation step: AISP and the best-of-N baselines at the same budget."""
+
+
+def make_generation_sampler(
+    method: str, model: nn.Module, tokenizer: Any, reward: RewardFunction, max_new_tokens: int, config: AISPConfig
+) -> Any:
+    """The sampler of ``method`` with the budget of ``config`` (``N = sample_size * n_iterations`` per prompt)."""
+    horizon = LengthSampler(max_new_tokens, max_new_tokens + 1)
+    if method == "aisp":
+        return AISPSampler.from_config(model, tokenizer, reward, horizon, config)
+    if method == "bon_gaussian":
+        return GaussianBestOfNSampler.from_config(model, tokenizer, reward, horizon, config)
+    if method == "bon_top_p":
+        base = getattr(generation_model(model), "generation_config", None)
+        sampling = copy.deepcopy(base) if base is not None else GenerationConfig()
+        sampling.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)
+        return BestOfNSampler(model, tokenizer, reward, horizon, config.total_samples, config.seed, 1, sampling)
+    raise ValueError(f"`method` must be one of {GENERATION_METHODS}, got {method!r}.")
+
+
 def run_generation(
     model: nn.Module,
     tokenizer: Any,
@@ -515,6 +548,7 @@ def run_generation(
     show_progress: bool = True,
     model_name: str | None = None,
     reward_name: str | None = None,
+    method: str = "aisp",
 ) -> list[dict[str, Any]]:
     """Runs AISP on every prompt exactly once, sharded over processes and resumable; returns all records.
 
@@ -538,6 +572,10 @@ def run_generation(
             and checked on resume (with the model's dtype); defaults to ``model.config._name_or_path``.
         reward_name (`str`, *optional*): the reward as given (e.g. ``"vader"`` or a reward-model path), recorded and
             checked on resume; defaults to the reward model's path or the reward's ``name``.
+        method (`str`, defaults to ``"aisp"``): where the samples come from, one of `GENERATION_METHODS`: AISP, or a
+            best-of-N baseline at the same budget ``N = n * kappa`` (``"bon_top_p"``: trl's top-p sampling, p = 0.9,
+            T = 1; ``"bon_gaussian"``: BoN (N), zero-mean pre-logit noise with ``sigma2``), so that datasets built
+            from each differ only in their source. Recorded and checked on resume.
 
     Returns:
         `list[dict]`: one record per prompt, sorted by ``prompt_id``: ``AISPResult.to_dict()`` (``prompt`` is the
@@ -566,7 +604,11 @@ def run_generation(
         broadcast_object_list(seed)
     config = AISPConfig(**{**asdict(aisp_config), "seed": seed[0]})
     identity = run_identity(model, reward, model_name, reward_name)
+    if method not in GENERATION_METHODS:
+        raise ValueError(f"`method` must be one of {GENERATION_METHODS}, got {method!r}.")
     settings = _run_settings(config, max_new_tokens, framing, max_prompt_length, identity)
+    if method != "aisp":  # runs of earlier versions (AISP only) keep resuming without this key
+        settings["method"] = method
     _check_resume(run_file, settings)
 
     # Resume: repair our own shard, then (after everyone has) read every shard; skip the prompt ids on disk.
@@ -587,9 +629,7 @@ def run_generation(
         run_file.write_text(json.dumps(settings, indent=2))
     pending = [i for i in range(len(prompts)) if i not in done]
 
-    sampler = AISPSampler.from_config(
-        model, tokenizer, reward, LengthSampler(max_new_tokens, max_new_tokens + 1), config
-    )
+    sampler = make_generation_sampler(method, model, tokenizer, reward, max_new_tokens, config)
     batch_size = config.prompt_batch_size
     with state.split_between_processes(pending) as mine:
         # Batched AISP: sort by token length (paper 5.3), then fixed batches, flushed to the shard one by one.
@@ -717,6 +757,7 @@ def generate_for_training(
         max_prompt_length=args.max_prompt_length,
         model_name=model_name,
         reward_name=args.reward,
+        method=args.generation_method,
     )
     return AISPRun(
         args, state, model_name, model, tokenizer, reward, train_prompts, eval_prompts, generation_dir, records

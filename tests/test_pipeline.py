@@ -344,3 +344,20 @@ def test_preference_dataset_trains_with_dpo_trainer(reference, tmp_path, loss_ty
     )
     trainer.train()
     assert _changed(before, model)
+
+
+@pytest.mark.parametrize("method", ["bon_top_p", "bon_gaussian"])
+def test_baseline_sources_give_records_at_the_same_budget(lm, tmp_path, method):
+    # the same pipeline and datasets from best-of-N samples: N = sample_size * n_iterations per prompt, one iteration
+    model, tokenizer = lm
+    records = run_generation(model, tokenizer, letter_reward(), PROMPTS[:2], CONFIG, tmp_path, **KW, method=method)
+    for record in records:
+        assert len(record["samples"]) == CONFIG.total_samples == 8
+        assert {s["iteration"] for s in record["samples"]} == {1}
+        assert record["best"]["reward"] == max(s["reward"] for s in record["samples"])
+    assert len(build_sft_dataset(records)) == 2
+    assert json.loads((tmp_path / "aisp_run.json").read_text())["method"] == method
+    with pytest.raises(ValueError, match="other settings"):  # resuming with another source is refused
+        run_generation(model, tokenizer, letter_reward(), PROMPTS[:2], CONFIG, tmp_path, **KW, method="aisp")
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        run_generation(model, tokenizer, letter_reward(), PROMPTS[:2], CONFIG, tmp_path / "x", **KW, method="beam")
