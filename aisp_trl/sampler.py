@@ -654,6 +654,9 @@ class BestOfNSampler(_SamplerBase):
     Args:
         model, tokenizer, queries_to_scores, length_sampler, sample_size, seed, n_candidates,
         generation_config: as in trl (see `AISPSampler`).
+        max_batch_rows (`int`, *optional*): sample at most this many rows per ``generate`` call (GPU memory for a
+            large ``sample_size``); one forked RNG stream runs across the slices, so results stay reproducible per
+            seed (they differ from an unsliced run, since the slices consume the stream in another order).
     """
 
     def __init__(
@@ -666,7 +669,10 @@ class BestOfNSampler(_SamplerBase):
         seed: int | None = None,
         n_candidates: int = 1,
         generation_config: GenerationConfig | None = None,
+        *,
+        max_batch_rows: int | None = None,
     ):
+        self.max_batch_rows = max_batch_rows  # read by the decoder the base class builds
         for name, value in (("sample_size", sample_size), ("n_candidates", n_candidates)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")

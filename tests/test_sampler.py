@@ -418,3 +418,16 @@ def test_algorithm_1_runs_on_any_decoder(model, tok):
     bon.decoder = fake
     bon.search(_ids(tok, "we"))
     assert fake.calls[-1][:2] == ("sample", 5)
+
+
+def test_best_of_n_slices_rows_reproducibly(model, tok):
+    query = _ids(tok, "the cat")
+
+    def run(rows):
+        sampler = BestOfNSampler(model, tok, letter_reward(), LengthSampler(6, 7), 8, 0, max_batch_rows=rows)
+        return [s.text for s in sampler.search(query)[0].samples]
+
+    sliced = run(3)
+    assert sliced == run(3) and len(sliced) == 8 and len(set(sliced)) > 1  # one forked stream across the slices
+    with pytest.raises(ValueError, match="max_batch_rows"):
+        run(0)
