@@ -127,8 +127,9 @@ def llama():
 
 def test_kl_of_zero_mean_is_zero(llama):
     zero = torch.zeros(4, HIDDEN)
-    assert kl_from_base(llama, QUERY, RESPONSE, zero) == 0.0
-    assert stepwise_kl_from_base(llama, QUERY, RESPONSE, zero) == 0.0
+    # zero up to float rounding (multi-threaded matmuls may round the two logit paths differently)
+    assert kl_from_base(llama, QUERY, RESPONSE, zero) == pytest.approx(0.0, abs=1e-6)
+    assert stepwise_kl_from_base(llama, QUERY, RESPONSE, zero) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_kl_one_step_by_direct_computation(llama):
@@ -239,7 +240,7 @@ def test_logit_check_tolerance_scales_with_the_dtype(dtype, raises):
             with pytest.raises(RuntimeError, match="does not reproduce the model's logits"):
                 kl_from_base(model, QUERY, RESPONSE, torch.zeros(3, HIDDEN))
         else:
-            assert kl_from_base(model, QUERY, RESPONSE, torch.zeros(3, HIDDEN)) == 0.0
+            assert kl_from_base(model, QUERY, RESPONSE, torch.zeros(3, HIDDEN)) == pytest.approx(0.0, abs=1e-6)
     finally:
         handle.remove()
 
