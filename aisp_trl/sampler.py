@@ -448,13 +448,7 @@ class AISPSampler(_SamplerBase):
         max_batch_rows: int | None = None,
         show_progress: bool = False,
     ):
-        if max_batch_rows is not None and (
-            isinstance(max_batch_rows, bool) or not isinstance(max_batch_rows, int) or max_batch_rows < 1
-        ):
-            raise ValueError(
-                f"`max_batch_rows` must be an integer >= 1 or None (all rows at once), got {max_batch_rows!r}."
-            )
-        self.max_batch_rows = max_batch_rows
+        self.max_batch_rows = max_batch_rows  # validated by the decoder the base class builds
         self.config = AISPConfig(
             sample_size=sample_size,
             n_iterations=n_iterations,
