@@ -88,11 +88,17 @@ def log_importance_weights(
     Returns:
         `torch.Tensor` of shape `(..., n)`, float64.
     """
+    offsets = None if alpha == 1.0 else -((1.0 - alpha) / sigma2) * cross_term(mean, samples, proposal)
+    return _log_weights(rewards, lam, offsets)
+
+
+def _log_weights(rewards: Tensor, lam: float | Tensor, offsets: Tensor | None) -> Tensor:
+    """``r / lam + offsets`` in float64, ``-inf`` (weight zero) where the reward is not finite."""
     rewards = rewards.to(torch.float64)
     lam = torch.as_tensor(lam, dtype=torch.float64, device=rewards.device)
     log_w = rewards / lam.unsqueeze(-1) if lam.ndim else rewards / lam
-    if alpha != 1.0:
-        log_w = log_w - ((1.0 - alpha) / sigma2) * cross_term(mean, samples, proposal)
+    if offsets is not None:
+        log_w = log_w + offsets
     return torch.where(torch.isfinite(rewards), log_w, torch.full_like(log_w, -torch.inf))
 
 
@@ -263,8 +269,7 @@ def ais_step(
     if alpha != 1.0:
         offsets = -((1.0 - alpha) / sigma2) * cross_term(mean, samples, proposal)
     lam_used = _temperature(rewards, offsets, lam, ess_target)
-    log_w = log_importance_weights(rewards, mean, samples, lam=lam_used, alpha=alpha, sigma2=sigma2, proposal=proposal)
-    weights = normalize_log_weights(log_w)
+    weights = normalize_log_weights(_log_weights(rewards, lam_used, offsets))  # Eq. 18, cross term computed once
     return StepInfo(update_mean(weights, samples), weights, effective_sample_size(weights), lam_used)
 
 
@@ -307,10 +312,7 @@ def amis_step(
     log_reference = gaussian_log_density(pool, alpha * means[-1], float(sigma2s[-1]), proposal)
     offsets = log_reference - log_mixture
     lam_used = _temperature(pooled_rewards, offsets, lam, ess_target * n / (k * n))
-    log_w = torch.where(
-        torch.isfinite(pooled_rewards), pooled_rewards.to(torch.float64) / lam_used + offsets, -torch.inf
-    )
-    weights = normalize_log_weights(log_w)
+    weights = normalize_log_weights(_log_weights(pooled_rewards, lam_used, offsets))
     return StepInfo(update_mean(weights, pool), weights, effective_sample_size(weights), lam_used)
 
 
