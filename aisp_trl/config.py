@@ -73,6 +73,14 @@ class AISPConfig:
             "proposals (adaptive multiple importance sampling, Cornuet et al. 2012), not only the last n."
         },
     )
+    no_repeat_ngram_size: int = field(
+        default=0,
+        metadata={
+            "help": "Repetition guard of the perturbed greedy decodes: no n-gram of this size occurs twice in a "
+            "response (transformers' `no_repeat_ngram_size`). Noise that stays correlated over steps can find "
+            "reward in repeating a phrase ('oh joy, oh joy, ...'); 0 turns the guard off (the paper)."
+        },
+    )
     alpha: float = field(
         default=0.999,
         metadata={
@@ -119,6 +127,15 @@ class AISPConfig:
         if not (isinstance(self.sigma_decay, int | float) and 0.0 < self.sigma_decay <= 1.0):
             raise ValueError(
                 f"`sigma_decay` must lie in (0, 1], got {self.sigma_decay!r}; 1 keeps sigma2 fixed, 0.8 shrinks it."
+            )
+        if (
+            isinstance(self.no_repeat_ngram_size, bool)
+            or not isinstance(self.no_repeat_ngram_size, int)
+            or self.no_repeat_ngram_size < 0
+        ):
+            raise ValueError(
+                f"`no_repeat_ngram_size` must be an integer >= 0, got {self.no_repeat_ngram_size!r}; 0 turns the "
+                "repetition guard off, 3 forbids any repeated 3-gram."
             )
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha <= 1.0):
             raise ValueError(f"`alpha` must lie in (0, 1], got {self.alpha!r}; the paper uses 0.99-0.99999.")

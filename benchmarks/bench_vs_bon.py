@@ -40,7 +40,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,19 @@ def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, emb
             for p, r, b, n, c in zip(prompts, results, best, nll, coh, strict=True)
         ],
     }
+
+
+def aisp_config_of(method: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
+    """The full AISP configuration a unit runs with (package defaults + overrides), ``None`` for the baselines.
+
+    Stored in every AISP unit and checked on resume: a unit made before a default changed must not pass for the
+    new defaults."""
+    if method in BASELINES:
+        return None
+    config = asdict(AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **overrides))
+    for key in ("seed", "prompt_batch_size", "n_candidates"):  # do not change what is searched
+        config.pop(key)
+    return config
 
 
 def unit_path(output_dir: Path, reward: str, method: str, seed: int) -> Path:
@@ -410,18 +423,27 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                 f"{path} was made with other settings ({saved['settings']}, {saved['overrides']}); "
                                 "use another --output_dir or the same settings."
                             )
+                        if saved.get("aisp_config") != aisp_config_of(method, specs[method], args):
+                            raise ValueError(
+                                f"{path} was made with the AISP configuration {saved.get('aisp_config')}, not "
+                                f"{aisp_config_of(method, specs[method], args)} (did a default change?); use "
+                                "another --output_dir or delete the unit."
+                            )
                         continue
                     if reward_name not in rewards:
                         rewards[reward_name] = build_reward_by_name(reward_name, embedder=embedder)
                     unit = run_unit(method, specs[method], reward_name, seed, model, tokenizer,
                                     rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
                     unit["settings"] = settings
+                    unit["aisp_config"] = aisp_config_of(method, specs[method], args)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(unit, default=float))
                     print(f"[unit] {reward_name} {method} seed {seed}: {unit['seconds']:.0f} s", flush=True)
     for path in sorted((output_dir / "units").glob("*/*/seed*.json")):
         unit = json.loads(path.read_text())
-        if unit["settings"] == settings and unit["method"] in specs and unit["overrides"] == specs[unit["method"]]:
+        method = unit["method"]
+        if (unit["settings"] == settings and method in specs and unit["overrides"] == specs[method]
+                and unit.get("aisp_config") == aisp_config_of(method, specs[method], args)):  # fmt: skip
             units.append(unit)
     report = build_report(units, args, methods)
     markdown = report_markdown(report, args)

@@ -131,6 +131,15 @@ def test_bench_vs_bon_units_resume_rescore_and_report(tmp_path, monkeypatch):
     assert len(rescored["prompts"][0]["rewards"]) == len(original["prompts"][0]["rewards"]) == 4
     assert "relevance" in report["rewards"]
 
+    # a unit made under other package defaults must not pass for the current ones
+    unit_file = out / "units" / "vader" / "aisp" / "seed0.json"
+    saved = json.loads(unit_file.read_text())
+    assert saved["aisp_config"]["sample_size"] == 2 and saved["aisp_config"]["lam"] == "auto"
+    saved["aisp_config"]["ess_target"] = 0.5
+    unit_file.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="did a default change"):
+        script.main(args("vader"))
+
     with pytest.raises(ValueError, match="not a tunable AISPConfig field"):
         script.parse_variants(["x:seed=3"])
     with pytest.raises(ValueError, match="proposal"):

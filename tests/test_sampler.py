@@ -431,3 +431,21 @@ def test_best_of_n_slices_rows_reproducibly(model, tok):
     assert sliced == run(3) and len(sliced) == 8 and len(set(sliced)) > 1  # one forked stream across the slices
     with pytest.raises(ValueError, match="max_batch_rows"):
         run(0)
+
+
+def _repeats_an_ngram(ids: list[int], n: int) -> bool:
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_repetition_guard_blocks_repeated_ngrams_and_defaults_off(model, tok):
+    def completions(**kw):
+        result = _aisp(model, tok, tau=24, proposal="steering", sigma2=4.0, **kw).search(_ids(tok, "the cat"))[0]
+        return [s.completion_ids for s in result.samples]
+
+    unguarded = completions()
+    assert any(_repeats_an_ngram(ids, 2) for ids in unguarded)  # the tiny model loops: the guard has work to do
+    guarded = completions(no_repeat_ngram_size=2)
+    assert len(guarded) == 12 and not any(_repeats_an_ngram(ids, 2) for ids in guarded)
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+        _aisp(model, tok, no_repeat_ngram_size=-1)
