@@ -405,7 +405,8 @@ class AISPSampler(_SamplerBase):
         n_candidates (`int`, defaults to 1): texts returned per query by `generate`.
         generation_config (`GenerationConfig`, *optional*): base generation settings (forced greedy).
         n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples,
-            no_repeat_ngram_size, prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
+            no_repeat_ngram_size, prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to
+            the reward's scale.
         max_batch_rows (`int`, *optional*): decode the ``prompt_batch_size * sample_size`` rows of an iteration in
             slices of at most this many (GPU memory); the noise is drawn once per iteration, so the samples are the
             same as in one batch (up to floating-point noise). ``None`` decodes all rows at once.
