@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from .config import AISPConfig
-from .decoding import Decoder, HFDecoder
+from .decoding import Decoder, HFDecoder, NoiseDraw, PrelogitNoise
 from .hooks import find_output_layer, generation_model, unwrap_model
 from .ops import StepInfo, ais_step, amis_step
 from .proposals import make_proposal
@@ -581,11 +581,18 @@ class AISPSampler(_SamplerBase):
 
         for k in range(1, cfg.n_iterations + 1):
             sigma2 = cfg.sigma2 * cfg.sigma_decay ** (k - 1)  # the optional schedule; fixed in the paper
-            # line 4: V^{i,k} ~ q(. | U^k, sigma^2), one (n, T, d) draw per prompt from its own stream
+            # line 4: V^{i,k} ~ q(. | U^k, sigma^2), one (n, T, d) draw per prompt from its own stream; the decoder
+            # gets the recipe (generator state before the draw, mean, sigma2), so an engine in another process
+            # redraws the same numbers instead of receiving n * tau * d floats per prompt
+            states = [g.get_state() for g in generators]
             samples = [proposal.draw(u, sigma2, n, g) for u, g in zip(means, generators, strict=True)]
-            noise = torch.zeros(len(rows), tau_max, width)
-            for j, (v, tau) in enumerate(zip(samples, horizons, strict=True)):
-                noise[j * n : (j + 1) * n, :tau] = proposal.to_steps(v, tau)
+            noise = PrelogitNoise(
+                [
+                    NoiseDraw(state, u, sigma2, n, tau, proposal.name, getattr(proposal, "rho", 0.0))
+                    for state, u, tau in zip(states, means, horizons, strict=True)
+                ],
+                width,
+            )
             # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau (the decoder knows the engine)
             completion_ids = self.decoder.greedy(rows, row_horizons, gen_config, noise, **generation_kwargs)
             # line 17: rewards of every row, in one call

@@ -400,6 +400,7 @@ class _FakeDecoder:
 
     def greedy(self, rows, horizons, config, perturbations=None, **model_kwargs):
         self.calls.append(("greedy", len(rows), perturbations is not None))
+        perturbations = perturbations.dense()  # the sampler hands the noise as the recipe that draws it
         return [[3 + int(perturbations[i, t, 0] > 0) for t in range(tau)] for i, tau in enumerate(horizons)]
 
     def sample(self, rows, horizons, config, seed, **model_kwargs):

@@ -5,6 +5,10 @@ engine themselves, so the same search loop runs on any implementation, and a tes
 
 - `Decoder`: the protocol, two methods.
 - `HFDecoder` (`aisp_trl.decoding.hf`): transformers' ``generate`` with the pre-logit hook.
+- `VLLMDecoder` (`aisp_trl.decoding.vllm`, imported on use: vLLM is optional): a ``vllm.LLM`` engine whose logits
+  processor adds ``W v_t`` to the logits (`aisp_trl.decoding.vllm_processor`).
+- `PrelogitNoise` (`aisp_trl.decoding.noise`): the perturbations as the recipe that draws them, so every backend
+  draws the same numbers.
 """
 
 from __future__ import annotations
@@ -15,8 +19,17 @@ from torch import Tensor
 from transformers import GenerationConfig
 
 from .hf import HFDecoder
+from .noise import NoiseDraw, PrelogitNoise
 
-__all__ = ["Decoder", "HFDecoder"]
+__all__ = ["Decoder", "HFDecoder", "NoiseDraw", "PrelogitNoise", "VLLMDecoder"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VLLMDecoder":  # imported on use: vLLM is an optional dependency
+        from .vllm import VLLMDecoder
+
+        return VLLMDecoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Decoder(Protocol):
@@ -28,10 +41,11 @@ class Decoder(Protocol):
         rows: list[list[int]],
         horizons: list[int],
         config: GenerationConfig,
-        perturbations: Tensor | None = None,
+        perturbations: Tensor | PrelogitNoise | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
-        """Greedy decoding; with ``perturbations`` `(rows, tau, d)`, ``v_t`` is added to the pre-logit at step t."""
+        """Greedy decoding; with ``perturbations`` (a `(rows, tau, d)` tensor, or a `PrelogitNoise` whose `dense()`
+        is that tensor), ``v_t`` is added to the pre-logit at step t."""
         ...
 
     def sample(

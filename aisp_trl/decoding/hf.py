@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 
 from .._compat import cache_kwarg, output_cache
 from ..hooks import find_output_layer, generation_model, perturb_prelogits, unwrap_model
+from .noise import PrelogitNoise
 
 
 class HFDecoder:
@@ -48,11 +49,14 @@ class HFDecoder:
         rows: list[list[int]],
         horizons: list[int],
         config: GenerationConfig,
-        perturbations: Tensor | None = None,
+        perturbations: Tensor | PrelogitNoise | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding of ``rows`` (``config`` must be greedy, ``max_new_tokens >= max(horizons)``); with
-        ``perturbations`` of shape `(len(rows), tau, d)`, ``v_t`` is added to the pre-logit at generated step t."""
+        ``perturbations`` of shape `(len(rows), tau, d)` (or a `PrelogitNoise`, drawn here), ``v_t`` is added to the
+        pre-logit at generated step t."""
+        if isinstance(perturbations, PrelogitNoise):
+            perturbations = perturbations.dense()
         return self._decode(rows, horizons, config, perturbations, None, model_kwargs)
 
     def sample(

@@ -1,0 +1,93 @@
+"""`PrelogitNoise`: the pre-logit perturbations of one decoding call, as the recipe that draws them.
+
+AISP draws each prompt's ``n`` samples ``V = U + sigma * L eps`` from that prompt's own ``torch.Generator`` (see
+`aisp_trl.proposals`). Rather than the dense `(rows, tau, d)` tensor, the samplers hand the decoder the generator
+state before each draw, the mean, ``sigma2`` and the proposal. A decoder in this process (HF) materialises the
+tensor; the vLLM decoder sends the recipe to its engine, whose worker redraws the same numbers (same torch, same
+CPU generator: bit-identical), so the same seed gives the same noise, hence the same samples, on both backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..proposals import make_proposal
+
+__all__ = ["NoiseDraw", "PrelogitNoise"]
+
+
+@dataclass(frozen=True)
+class NoiseDraw:
+    """One prompt's ``n`` pre-logit samples: ``proposal.draw(mean, sigma2, n, generator)`` with the generator in
+    ``state``.
+
+    Args:
+        state (`torch.Tensor`): the CPU ``torch.Generator`` state (``get_state()``, uint8) before the draw.
+        mean (`torch.Tensor` of shape `(T, d)`): the proposal mean ``U`` (``T = horizon``, or 1 for a steering vector).
+        sigma2 (`float`): the noise variance of this iteration.
+        n (`int`): samples drawn (rows of this prompt).
+        horizon (`int`): tau, the steps that get a perturbation.
+        proposal (`str`): a name of `aisp_trl.proposals.PROPOSALS`.
+        rho (`float`): the ``"ar1"`` correlation (ignored by the other proposals).
+    """
+
+    state: Tensor
+    mean: Tensor
+    sigma2: float
+    n: int
+    horizon: int
+    proposal: str = "iid"
+    rho: float = 0.9
+
+    def draw(self) -> Tensor:
+        """The samples ``V``, shape `(n, T, d)`, float32 on CPU; the same numbers on every call."""
+        generator = torch.Generator()
+        generator.set_state(self.state)
+        return make_proposal(self.proposal, self.rho).draw(self.mean, self.sigma2, self.n, generator)
+
+    def steps(self) -> Tensor:
+        """The per-step perturbations ``v_t``, shape `(n, horizon, d)`."""
+        return make_proposal(self.proposal, self.rho).to_steps(self.draw(), self.horizon)
+
+    def key(self) -> str:
+        """A digest naming this draw (state, mean, settings): equal draws share it, so a worker draws them once."""
+        digest = hashlib.sha256(self.state.numpy().tobytes())
+        digest.update(self.mean.contiguous().numpy().tobytes())
+        digest.update(f"{self.sigma2!r}:{self.n}:{self.horizon}:{self.proposal}:{self.rho!r}".encode())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PrelogitNoise:
+    """The perturbations of one greedy decoding call: prompt ``j`` owns rows ``j*n .. j*n + n - 1`` (its draw's
+    ``n``), and row ``i`` of prompt ``j`` gets sample ``i`` of ``draws[j]``.
+
+    Args:
+        draws (`list[NoiseDraw]`): one per prompt, in row order.
+        width (`int`): d, the pre-logit width.
+    """
+
+    draws: list[NoiseDraw]
+    width: int
+
+    @property
+    def rows(self) -> int:
+        return sum(draw.n for draw in self.draws)
+
+    def row_sources(self) -> list[tuple[int, int]]:
+        """For each row, ``(draw index, sample index)``."""
+        return [(j, i) for j, draw in enumerate(self.draws) for i in range(draw.n)]
+
+    def dense(self) -> Tensor:
+        """The `(rows, tau_max, d)` tensor the HF hook adds (steps past a row's horizon are zero)."""
+        tau_max = max(draw.horizon for draw in self.draws)
+        out = torch.zeros(self.rows, tau_max, self.width)
+        start = 0
+        for draw in self.draws:
+            out[start : start + draw.n, : draw.horizon] = draw.steps()
+            start += draw.n
+        return out
