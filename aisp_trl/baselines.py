@@ -23,6 +23,7 @@ from transformers import GenerationConfig
 
 from ._compat import cache_kwarg, output_cache
 from .config import AISPConfig
+from .decoding.vllm import is_vllm_engine
 from .hooks import unwrap_model
 from .rewards import RewardFunction
 from .sampler import AISPResult, AISPSampler, QueryInput, Sample, _SamplerBase
@@ -195,6 +196,12 @@ class ARGSSampler(_SamplerBase):
         if n_candidates != 1:
             raise ValueError(
                 f"`n_candidates` must be 1 for ARGS-greedy, which decodes one response per query; got {n_candidates!r}."
+            )
+        if is_vllm_engine(model):
+            raise TypeError(
+                "`model` is a vllm.LLM, but ARGS-greedy scores the top-k tokens with the reward at every step, which "
+                "runs on the HF backend only; pass a transformers model (e.g. from "
+                "`aisp_trl.models.load_model_and_tokenizer`)."
             )
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.top_k, self.weight, self.seed = top_k, float(weight), seed

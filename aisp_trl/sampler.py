@@ -23,6 +23,7 @@ from transformers import GenerationConfig
 
 from .config import AISPConfig
 from .decoding import Decoder, HFDecoder, NoiseDraw, PrelogitNoise
+from .decoding.vllm import VLLMDecoder, is_vllm_engine
 from .hooks import find_output_layer, generation_model, unwrap_model
 from .ops import StepInfo, ais_step, amis_step
 from .proposals import make_proposal
@@ -125,8 +126,15 @@ class _SamplerBase:
         length_sampler: Callable[[], int],
         generation_config: GenerationConfig | None,
     ):
-        self.output_layer = find_output_layer(model)  # fails early, naming the fix, without an LM head
-        self.generator_model = generation_model(model)
+        # the decoding seam: the search loops ask it for completion ids and never call an engine themselves; a
+        # vllm.LLM (built by aisp_trl.vllm.load_llm) decodes on vLLM, anything else is a transformers model
+        self.decoder: Decoder
+        if is_vllm_engine(model):
+            self.decoder = VLLMDecoder(model, getattr(self, "max_batch_rows", None))  # checks the engine first
+            self.output_layer, self.generator_model = None, None
+        else:
+            self.output_layer = find_output_layer(model)  # fails early, naming the fix, without an LM head
+            self.generator_model = generation_model(model)
         # the id that left-pads the batch; as in trl, a tokenizer without a pad token pads with its eos token. Kept
         # here rather than written into the user's tokenizer (the attention mask hides the padding either way)
         self.pad_token_id = getattr(tokenizer, "pad_token_id", None)
@@ -157,6 +165,13 @@ class _SamplerBase:
         self.reward = as_reward_function(queries_to_scores)
         self._calls: dict[tuple[int, ...], int] = {}  # per query: earlier search() calls that saw it
         self.gen_config = generation_config
+        if self.output_layer is None:  # vLLM: the engine's model config says it all
+            model_config = model.model_config
+            self.base_generation_config = _generation_config(model_config.model)
+            self.context_length = model_config.max_model_len
+            self.vocab_size, self.prelogit_width = model_config.get_vocab_size(), model_config.get_hidden_size()
+            return
+        self.decoder = HFDecoder(model, self.pad_token_id, getattr(self, "max_batch_rows", None))
         # a value-head wrapper (trl's old AutoModelForCausalLMWithValueHead style) may have neither `config` nor
         # `generation_config`: read both from the model it wraps
         inner = unwrap_model(model)
@@ -165,9 +180,7 @@ class _SamplerBase:
         )
         config = getattr(self.generator_model, "config", None) or getattr(inner, "config", None)
         self.context_length = _context_length(config)
-        self.vocab_size = self.output_layer.weight.shape[0]
-        # the decoding seam: the search loops ask it for completion ids and never call an engine themselves
-        self.decoder: Decoder = HFDecoder(model, self.pad_token_id, getattr(self, "max_batch_rows", None))
+        self.vocab_size, self.prelogit_width = self.output_layer.weight.shape
 
     n_candidates: int = 1
 
@@ -297,7 +310,7 @@ class _SamplerBase:
     def _device(self, device: str | torch.device | None) -> torch.device:
         if device is not None:
             return torch.device(device)
-        return self.output_layer.weight.device
+        return self.output_layer.weight.device if self.output_layer is not None else torch.device("cpu")
 
     def _greedy_config(
         self, horizon: int, generation_kwargs: dict[str, Any], perturbed: bool = True
@@ -394,7 +407,8 @@ class AISPSampler(_SamplerBase):
     of Eq. 18. It returns the best of all ``sample_size * n_iterations`` samples.
 
     Args:
-        model (`PreTrainedModel`): a causal LM: plain, PEFT, accelerate/DDP-wrapped or a value-head wrapper.
+        model (`PreTrainedModel` or `vllm.LLM`): a causal LM: plain, PEFT, accelerate/DDP-wrapped or a value-head
+            wrapper; or a vLLM engine built by `aisp_trl.vllm.load_llm` (same samples for the same seed).
         tokenizer (`PreTrainedTokenizerBase`): its tokenizer; without a pad token, the eos token pads (a warning).
         queries_to_scores (`Callable[[list[str]], list[float]]` or `RewardFunction`): scores the decoded
             texts (query included), as in trl; or an adapter from `aisp_trl.rewards`.
@@ -561,7 +575,7 @@ class AISPSampler(_SamplerBase):
     ) -> list[AISPResult]:
         """Algorithm 1 for ``b`` prompts at once: ``b * n`` rows, a mean ``U`` and weights per prompt."""
         cfg, n = self.config, self.config.sample_size
-        width = self.output_layer.weight.shape[1]
+        width = self.prelogit_width
         tau_max = max(horizons)
         generation_kwargs = dict(generation_kwargs)  # _greedy_config moves generation settings into the config
         gen_config = self._greedy_config(tau_max, generation_kwargs)
@@ -792,6 +806,14 @@ def _record_curves(result: AISPResult, rewards: Tensor, ess: float) -> None:
     result.best_reward.append(best)
     result.best_so_far.append(max(previous, best) if best == best else previous)
     result.ess.append(ess)
+
+
+def _generation_config(folder: str) -> GenerationConfig | None:
+    """The checkpoint's generation config, or ``None`` where it has none (or it cannot be read offline)."""
+    try:
+        return GenerationConfig.from_pretrained(folder)
+    except (OSError, ValueError):
+        return None
 
 
 def _context_length(config: Any) -> int | None:

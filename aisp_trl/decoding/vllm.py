@@ -1,0 +1,191 @@
+"""`VLLMDecoder`: the `Decoder` on a ``vllm.LLM`` engine, perturbing pre-logits through a v1 logits processor.
+
+Greedy rows carry their noise recipe in ``SamplingParams.extra_args`` (`aisp_trl.decoding.vllm_processor`); sampled
+rows (BoN top-p) use vLLM's own sampling: one request per distinct query with ``n`` samples and a ``seed``.
+vLLM is imported on use, so the package works without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from torch import Tensor
+from transformers import GenerationConfig
+
+from .noise import PrelogitNoise
+
+__all__ = ["VLLM_INSTALL_HINT", "VLLMDecoder", "check_engine", "import_vllm", "is_vllm_engine"]
+
+VLLM_INSTALL_HINT = "bash scripts/setup.sh --vllm (or `pip install 'aisp-trl[vllm]'`)"
+
+_PROCESSOR = "aisp_trl.decoding.vllm_processor.PrelogitPerturbation"
+
+
+def import_vllm() -> Any:
+    """The ``vllm`` module, or an `ImportError` that says how to install it."""
+    try:
+        import vllm
+    except ImportError as error:
+        raise ImportError(
+            f"vLLM is not installed here ({error}); install the optional extra with `{VLLM_INSTALL_HINT}`, or pass a "
+            "transformers model to run on the HF backend."
+        ) from error
+    return vllm
+
+
+def is_vllm_engine(model: Any) -> bool:
+    """Whether ``model`` is a ``vllm.LLM`` (checked without importing vLLM)."""
+    return any(cls.__module__.startswith("vllm.") and cls.__name__ == "LLM" for cls in type(model).__mro__)
+
+
+def check_engine(llm: Any) -> None:
+    """Refuses an engine that cannot perturb pre-logits: without `PrelogitPerturbation` registered, or soft-capped.
+
+    Raises:
+        ValueError: naming what is missing and how to build the engine (`aisp_trl.vllm.load_llm`).
+    """
+    from .logit_shift import logit_scale
+
+    registered = getattr(llm.model_config, "logits_processors", None) or []
+    names = {p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}" for p in registered}
+    if not names & {_PROCESSOR, _PROCESSOR.replace(".PrelogitPerturbation", ":PrelogitPerturbation")}:
+        raise ValueError(
+            f"`model` is a vllm.LLM built without aisp_trl's logits processor (its logits_processors: "
+            f"{sorted(names) or None}), so pre-logit noise cannot reach it; build it with "
+            "`aisp_trl.vllm.load_llm(model_name_or_path, **engine_kwargs)`, or pass "
+            "`logits_processors=[aisp_trl.vllm.PrelogitPerturbation]` to `vllm.LLM`."
+        )
+    logit_scale(llm.model_config.hf_config)  # raises for soft-capped logits
+
+
+class VLLMDecoder:
+    """Decodes token rows on a ``vllm.LLM`` built by `aisp_trl.vllm.load_llm`.
+
+    Args:
+        llm (`vllm.LLM`): the engine, with `PrelogitPerturbation` among its ``logits_processors``.
+        max_batch_rows (`int`, *optional*): accepted for the samplers' signature; vLLM schedules rows itself
+            (``max_num_seqs``), so it only caps how many requests one ``generate`` call submits.
+    """
+
+    def __init__(self, llm: Any, max_batch_rows: int | None = None):
+        if max_batch_rows is not None and (
+            isinstance(max_batch_rows, bool) or not isinstance(max_batch_rows, int) or max_batch_rows < 1
+        ):
+            raise ValueError(
+                f"`max_batch_rows` must be an integer >= 1 or None (all rows at once), got {max_batch_rows!r}."
+            )
+        import_vllm()
+        check_engine(llm)
+        self.llm, self.max_batch_rows = llm, max_batch_rows
+
+    # -- the Decoder protocol ---------------------------------------------------------------------------------
+    def greedy(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        perturbations: Tensor | PrelogitNoise | None = None,
+        **model_kwargs: Any,
+    ) -> list[list[int]]:
+        """Greedy decoding of ``rows``, row ``i`` for ``horizons[i]`` tokens; with ``perturbations`` (a
+        `PrelogitNoise`, redrawn in the engine's worker, or a dense `(len(rows), tau, d)` tensor, sent row by row),
+        ``W v_t`` is added to the logits at generated step t."""
+        from .logit_shift import EXTRA_KEY, encode_draw, encode_steps
+
+        _refuse_model_kwargs(model_kwargs)
+        if isinstance(perturbations, PrelogitNoise):
+            if perturbations.rows != len(rows):
+                raise ValueError(f"`perturbations` describes {perturbations.rows} rows for {len(rows)} rows.")
+            sources = perturbations.row_sources()
+            extras = [{EXTRA_KEY: encode_draw(perturbations.draws[j], i)} for j, i in sources]
+        elif perturbations is not None:
+            if perturbations.ndim != 3 or perturbations.shape[0] != len(rows):
+                raise ValueError(
+                    f"`perturbations` must have shape ({len(rows)}, tau, d), got {tuple(perturbations.shape)}."
+                )
+            extras = [{EXTRA_KEY: encode_steps(perturbations[i, :tau])} for i, tau in enumerate(horizons)]
+        else:
+            extras = [None] * len(rows)
+        params = [
+            self._params(config, tau, greedy=True, extra_args=extra)
+            for tau, extra in zip(horizons, extras, strict=True)
+        ]
+        outputs = self._generate(rows, params)
+        eos = _eos_ids(config)
+        return [_cut(list(out.outputs[0].token_ids), tau, eos) for out, tau in zip(outputs, horizons, strict=True)]
+
+    def sample(
+        self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
+    ) -> list[list[int]]:
+        """Sampled decoding with vLLM's sampler (``temperature``, ``top_p``, ``top_k``, ``min_p``,
+        ``repetition_penalty`` from ``config``): rows with the same query and horizon form one request with ``n``
+        samples and a seed derived from ``seed`` and the query, so the result is reproducible per seed."""
+        _refuse_model_kwargs(model_kwargs)
+        groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
+        for i, (row, tau) in enumerate(zip(rows, horizons, strict=True)):
+            groups.setdefault((tuple(row), tau), []).append(i)
+        prompts, params = [], []
+        for (row, tau), members in groups.items():
+            digest = hashlib.sha256(f"{seed}:{tau}:{','.join(map(str, row))}".encode()).digest()
+            request_seed = int.from_bytes(digest[:8], "little") >> 1
+            prompts.append(list(row))
+            params.append(self._params(config, tau, greedy=False, n=len(members), seed=request_seed))
+        outputs = self._generate(prompts, params)
+        eos = _eos_ids(config)
+        completions: list[list[int]] = [[] for _ in rows]
+        for ((_, tau), members), output in zip(groups.items(), outputs, strict=True):
+            for i, sample in zip(members, output.outputs, strict=True):
+                completions[i] = _cut(list(sample.token_ids), tau, eos)
+        return completions
+
+    # -- internals --------------------------------------------------------------------------------------------
+    def _params(self, config: GenerationConfig, tau: int, greedy: bool, **kwargs: Any) -> Any:
+        vllm = import_vllm()
+        eos = sorted(_eos_ids(config))
+        settings: dict[str, Any] = {"temperature": 0.0}
+        if not greedy:
+            settings = {
+                "temperature": 1.0 if config.temperature is None else float(config.temperature),
+                "top_p": 1.0 if config.top_p is None else float(config.top_p),
+                "top_k": 0 if not config.top_k else int(config.top_k),
+                "min_p": 0.0 if config.min_p is None else float(config.min_p),
+            }
+        if config.repetition_penalty not in (None, 1.0):  # HF applies it to greedy decoding as well
+            settings["repetition_penalty"] = float(config.repetition_penalty)
+        return vllm.SamplingParams(
+            max_tokens=tau,
+            stop_token_ids=eos,
+            detokenize=False,
+            skip_special_tokens=False,
+            **settings,
+            **kwargs,
+        )
+
+    def _generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+        step = self.max_batch_rows or len(prompts)
+        outputs: list[Any] = []
+        for lo in range(0, len(prompts), step):
+            batch = [{"prompt_token_ids": p} for p in prompts[lo : lo + step]]
+            outputs += self.llm.generate(batch, params[lo : lo + step], use_tqdm=False)
+        return outputs
+
+
+def _refuse_model_kwargs(model_kwargs: dict[str, Any]) -> None:
+    if model_kwargs:
+        raise ValueError(
+            f"the vLLM backend takes no model keyword arguments, got {sorted(model_kwargs)}; put generation settings "
+            "in `generation_config`, or pass a transformers model to use them with `generate`."
+        )
+
+
+def _eos_ids(config: GenerationConfig) -> set[int]:
+    eos = config.eos_token_id
+    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+
+
+def _cut(tokens: list[int], tau: int, eos: set[int]) -> list[int]:
+    """At most ``tau`` tokens, ending after the first EOS (kept), as `HFDecoder` returns them."""
+    tokens = tokens[:tau]
+    stop = next((t + 1 for t, token in enumerate(tokens) if token in eos), len(tokens))
+    return tokens[:stop]
