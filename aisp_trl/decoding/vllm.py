@@ -119,8 +119,10 @@ class VLLMDecoder:
         self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
     ) -> list[list[int]]:
         """Sampled decoding with vLLM's sampler (``temperature``, ``top_p``, ``top_k``, ``min_p``,
-        ``repetition_penalty`` from ``config``): rows with the same query and horizon form one request with ``n``
-        samples and a seed derived from ``seed`` and the query, so the result is reproducible per seed."""
+        ``repetition_penalty``, ``min_new_tokens`` from ``config``; other settings are not carried over): rows with
+        the same query and horizon form one request with ``n`` samples and a seed derived from ``seed`` and the
+        query, so the result is reproducible per seed (vLLM's sampler, not transformers': the samples differ from
+        the HF backend's)."""
         _refuse_model_kwargs(model_kwargs)
         groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
         for i, (row, tau) in enumerate(zip(rows, horizons, strict=True)):
@@ -153,6 +155,8 @@ class VLLMDecoder:
             }
         if config.repetition_penalty not in (None, 1.0):  # HF applies it to greedy decoding as well
             settings["repetition_penalty"] = float(config.repetition_penalty)
+        if config.min_new_tokens:
+            settings["min_tokens"] = min(int(config.min_new_tokens), tau)
         return vllm.SamplingParams(
             max_tokens=tau,
             stop_token_ids=eos,
