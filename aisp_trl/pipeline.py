@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from .data import (
     resolve_framing,
     save_dataset,
 )
+from .decoding.vllm import VLLM_INSTALL_HINT, is_vllm_engine
 from .hooks import generation_model
 from .models import EMBEDDED_MODEL, check_device, check_pretrained_source, hub_offline, load_model_and_tokenizer
 from .rewards import RewardFunction, SequenceClassifierReward, VaderSentimentReward, as_reward_function
@@ -188,6 +190,20 @@ class AISPGenerationArguments:
             "N = sample_size * n_iterations: 'bon_top_p' (top-p 0.9, T = 1) or 'bon_gaussian' (BoN (N), sigma2)."
         },
     )
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Generate (the samples and the greedy records) on a vLLM engine (`bash scripts/setup.sh --vllm`): "
+            "the same samples as the HF backend for a seed, up to float rounding. One process; several GPUs through "
+            "`vllm_tensor_parallel_size`. The engine is freed before training, which loads the HF model."
+        },
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "With use_vllm: fraction of GPU memory vLLM may take (weights + KV cache)."}
+    )
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "With use_vllm: GPUs the model is split over (tensor parallelism)."}
+    )
     push_dataset_to_hub: str | None = field(
         default=None, metadata={"help": "Hub dataset repository id to push the generated dataset to."}
     )
@@ -219,6 +235,24 @@ class AISPGenerationArguments:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be an integer >= 1 or None, got {value!r}.")
+        size = self.vllm_tensor_parallel_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"`vllm_tensor_parallel_size` must be an integer >= 1, got {size!r}.")
+        share = self.vllm_gpu_memory_utilization
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ValueError(f"`vllm_gpu_memory_utilization` must lie in (0, 1], got {share!r}; vLLM's default is 0.9.")
+        if self.use_vllm and importlib.util.find_spec("vllm") is None:
+            raise ValueError(
+                f"`use_vllm` is true but vLLM is not installed here; install it with `{VLLM_INSTALL_HINT}`, or set "
+                "`use_vllm: false` to generate with the HF model."
+            )
+
+    def vllm_engine_kwargs(self) -> dict[str, Any]:
+        """``vllm.LLM`` keyword arguments of these arguments (the GPU memory share only where there is a GPU)."""
+        kwargs: dict[str, Any] = {"tensor_parallel_size": self.vllm_tensor_parallel_size}
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = self.vllm_gpu_memory_utilization
+        return kwargs
 
     def aisp_config(self) -> AISPConfig:
         """The `AISPConfig` of these arguments."""
@@ -473,11 +507,15 @@ def run_identity(
     Returns:
         `dict`: ``{"model", "dtype", "reward"}``, recorded in ``aisp_run.json``.
     """
-    config = getattr(model, "config", None) or getattr(getattr(model, "pretrained_model", None), "config", None)
-    if model_name is None:
-        model_name = getattr(config, "_name_or_path", "") or type(model).__name__
-    parameter = next(model.parameters(), None)
-    dtype = str(parameter.dtype).removeprefix("torch.") if parameter is not None else "unknown"
+    if is_vllm_engine(model):  # the same checkpoint and dtype on vLLM gives the same samples: it resumes an HF run
+        model_name = model_name or str(model.model_config.model)
+        dtype = str(model.model_config.dtype).removeprefix("torch.")
+    else:
+        config = getattr(model, "config", None) or getattr(getattr(model, "pretrained_model", None), "config", None)
+        if model_name is None:
+            model_name = getattr(config, "_name_or_path", "") or type(model).__name__
+        parameter = next(model.parameters(), None)
+        dtype = str(parameter.dtype).removeprefix("torch.") if parameter is not None else "unknown"
     if reward_name is None:
         reward_model = getattr(reward, "model", None) if isinstance(reward, SequenceClassifierReward) else None
         reward_name = getattr(getattr(reward_model, "config", None), "_name_or_path", "") or reward.name
@@ -529,7 +567,7 @@ def make_generation_sampler(
     if method == "bon_gaussian":
         return GaussianBestOfNSampler.from_config(model, tokenizer, reward, horizon, config)
     if method == "bon_top_p":
-        base = getattr(generation_model(model), "generation_config", None)
+        base = None if is_vllm_engine(model) else getattr(generation_model(model), "generation_config", None)
         sampling = copy.deepcopy(base) if base is not None else GenerationConfig()
         sampling.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)
         return BestOfNSampler(model, tokenizer, reward, horizon, config.total_samples, config.seed, 1, sampling)
@@ -745,7 +783,19 @@ def generate_for_training(
     state = PartialState()
     model_name = model_name_or_path or EMBEDDED_MODEL
     train_prompts, eval_prompts = args.load_prompts()  # bad prompt sources fail before any model is loaded
-    model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or "float32", device=str(state.device))
+    if args.use_vllm and state.num_processes > 1:
+        raise ValueError(
+            f"`use_vllm` runs in one process (this launch has {state.num_processes}); launch one process and split "
+            "the model over GPUs with `vllm_tensor_parallel_size`, or set `use_vllm: false` to shard prompts over "
+            "processes."
+        )
+    if args.use_vllm:
+        from .vllm import load_llm, load_tokenizer
+
+        engine = {**args.vllm_engine_kwargs(), **({"dtype": dtype} if dtype else {})}  # else float32 on CPU
+        model, tokenizer = load_llm(model_name, **engine), load_tokenizer(model_name)
+    else:
+        model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or "float32", device=str(state.device))
     reward = build_reward(args.reward, device=state.device, max_length=args.reward_max_length)
     generation_dir = args.output_path(output_dir)
     records = run_generation(
@@ -763,9 +813,25 @@ def generate_for_training(
         reward_name=args.reward,
         method=args.generation_method,
     )
+    if args.use_vllm:  # free the engine (its process and memory) before the HF model for training loads
+        free_llm(model)
+        del model
+        model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or "float32", device=str(state.device))
     return AISPRun(
         args, state, model_name, model, tokenizer, reward, train_prompts, eval_prompts, generation_dir, records
     )
+
+
+def free_llm(llm: Any) -> None:
+    """Shuts a ``vllm.LLM``'s engine down (its process, its GPU memory) so that training can use the device."""
+    import gc
+
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if callable(getattr(core, "shutdown", None)):
+        core.shutdown()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def finished_training(output_dir: str | os.PathLike, overwrite: bool = False, state: Any | None = None):
