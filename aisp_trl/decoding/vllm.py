@@ -144,6 +144,14 @@ class VLLMDecoder:
     # -- internals --------------------------------------------------------------------------------------------
     def _params(self, config: GenerationConfig, tau: int, greedy: bool, **kwargs: Any) -> Any:
         vllm = import_vllm()
+        for name in _UNSUPPORTED:
+            value = getattr(config, name, None)
+            if value not in (None, 0, [], ()):
+                raise ValueError(
+                    f"`{name}={value!r}` is a transformers generation setting that the vLLM backend does not apply; "
+                    f"remove it (e.g. `{name}=None` in the generation config / AISPConfig), or pass a transformers "
+                    "model to decode with `generate`."
+                )
         eos = sorted(_eos_ids(config))
         settings: dict[str, Any] = {"temperature": 0.0}
         if not greedy:
@@ -173,6 +181,19 @@ class VLLMDecoder:
             batch = [{"prompt_token_ids": p} for p in prompts[lo : lo + step]]
             outputs += self.llm.generate(batch, params[lo : lo + step], use_tqdm=False)
         return outputs
+
+
+# transformers logits processors that would change the decoded tokens but have no vLLM counterpart here
+_UNSUPPORTED = (
+    "no_repeat_ngram_size",
+    "bad_words_ids",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "sequence_bias",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "exponential_decay_length_penalty",
+)
 
 
 def _refuse_model_kwargs(model_kwargs: dict[str, Any]) -> None:
