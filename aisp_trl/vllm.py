@@ -51,8 +51,10 @@ def _source(model_name_or_path: str | os.PathLike | None) -> str:
 def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwargs: Any) -> Any:
     """A ``vllm.LLM`` with AISP's logits processor registered, ready for the samplers.
 
-    On a machine without CUDA it defaults to ``dtype="float32"`` and ``enforce_eager=True`` (what the CPU backend
-    runs best, and what makes its samples match the HF backend's); ``engine_kwargs`` override any default. The
+    On a machine without CUDA it defaults to ``dtype="float32"``, ``enforce_eager=True`` (what the CPU backend runs
+    best, and what makes its samples match the HF backend's) and ``gpu_memory_utilization=0.25`` (on vLLM's CPU
+    backend, the share of the CPU memory it reserves; its 0.92 default fails next to other processes);
+    ``engine_kwargs`` override any default. The
     processor targets vLLM's v1 model runner, so ``VLLM_USE_V2_MODEL_RUNNER=0`` is set unless already set.
 
     Args:
@@ -89,7 +91,9 @@ def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwarg
         processors.append(PrelogitPerturbation)
     import torch
 
-    defaults: dict[str, Any] = {} if torch.cuda.is_available() else {"dtype": "float32", "enforce_eager": True}
+    defaults: dict[str, Any] = {}
+    if not torch.cuda.is_available():  # on vLLM's CPU backend gpu_memory_utilization is the share of CPU memory
+        defaults = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.25}
     llm = vllm.LLM(model=source, logits_processors=processors, **{**defaults, **engine_kwargs})
     check_engine(llm)
     return llm
