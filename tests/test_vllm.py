@@ -156,3 +156,30 @@ def test_clear_errors(engine, tmp_path):
     gemma.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="soft-caps its logits"):
         load_llm(tmp_path)
+
+
+def test_pipeline_generation_on_vllm_resumes(engine, tmp_path):
+    # run_generation with the engine (use_vllm's path): records for every prompt; a run cut short resumes from its
+    # shard and ends with the same records (the same seed gives the same samples)
+    from aisp_trl.config import AISPConfig
+    from aisp_trl.pipeline import SHARD_DIR, default_state, run_generation
+    from aisp_trl.rewards import as_reward_function
+
+    llm, tok = engine
+    prompts = ["Say hi.", "Name a colour.", "Write one word about the sea."]
+    config = AISPConfig(sample_size=2, n_iterations=1, seed=0, prompt_batch_size=1)
+
+    def generate(out):
+        reward = as_reward_function(_scenario().letter_reward)
+        return run_generation(llm, tok, reward, prompts, config, out, default_state(),
+                              max_new_tokens=8, show_progress=False)  # fmt: skip
+
+    full = generate(tmp_path / "full")
+    assert [r["prompt_id"] for r in full] == [0, 1, 2] and all(len(r["samples"]) == 2 for r in full)
+    shard = next((tmp_path / "full" / SHARD_DIR).iterdir())
+    cut = tmp_path / "cut" / SHARD_DIR
+    cut.mkdir(parents=True)
+    (cut / shard.name).write_text(shard.read_text().splitlines(keepends=True)[0])  # killed after one prompt
+    (tmp_path / "cut" / "aisp_run.json").write_text((tmp_path / "full" / "aisp_run.json").read_text())
+    resumed = generate(tmp_path / "cut")
+    assert [r["samples"] for r in resumed] == [r["samples"] for r in full]
