@@ -92,7 +92,6 @@ class GaussianBestOfNSampler(AISPSampler):
             proposal="iid",  # the paper's BoN (N): i.i.d. per-step noise, whatever AISP's default proposal is
             sigma_decay=1.0,
             reuse_samples=False,
-            no_repeat_ngram_size=0,
             prompt_batch_size=prompt_batch_size,
             max_batch_rows=max_batch_rows,
             show_progress=show_progress,

@@ -78,7 +78,6 @@ _AISP_FIELDS = (
     "rho",
     "sigma_decay",
     "reuse_samples",
-    "no_repeat_ngram_size",
     "prompt_batch_size",
 )
 _AISP_DEFAULTS = {f.name: f.default for f in fields(AISPConfig)}
@@ -160,9 +159,6 @@ class AISPGenerationArguments:
     rho: float = field(default=_AISP_DEFAULTS["rho"], metadata=_AISP_HELP["rho"])
     sigma_decay: float = field(default=_AISP_DEFAULTS["sigma_decay"], metadata=_AISP_HELP["sigma_decay"])
     reuse_samples: bool = field(default=_AISP_DEFAULTS["reuse_samples"], metadata=_AISP_HELP["reuse_samples"])
-    no_repeat_ngram_size: int = field(
-        default=_AISP_DEFAULTS["no_repeat_ngram_size"], metadata=_AISP_HELP["no_repeat_ngram_size"]
-    )
     prompt_batch_size: int = field(default=4, metadata={"help": "Batched AISP: prompts per batch and process."})
     aisp_seed: int | None = field(
         default=0, metadata={"help": "Seed of the AISP noise (a fixed seed makes a resumed run reproducible)."}

@@ -405,8 +405,7 @@ class AISPSampler(_SamplerBase):
         n_candidates (`int`, defaults to 1): texts returned per query by `generate`.
         generation_config (`GenerationConfig`, *optional*): base generation settings (forced greedy).
         n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples,
-            no_repeat_ngram_size, prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to
-            the reward's scale.
+            prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
         max_batch_rows (`int`, *optional*): decode the ``prompt_batch_size * sample_size`` rows of an iteration in
             slices of at most this many (GPU memory); the noise is drawn once per iteration, so the samples are the
             same as in one batch (up to floating-point noise). ``None`` decodes all rows at once.
@@ -445,7 +444,6 @@ class AISPSampler(_SamplerBase):
         rho: float = _DEFAULTS.rho,
         sigma_decay: float = _DEFAULTS.sigma_decay,
         reuse_samples: bool = _DEFAULTS.reuse_samples,
-        no_repeat_ngram_size: int = _DEFAULTS.no_repeat_ngram_size,
         prompt_batch_size: int = 1,
         max_batch_rows: int | None = None,
         show_progress: bool = False,
@@ -462,7 +460,6 @@ class AISPSampler(_SamplerBase):
             rho=rho,
             sigma_decay=sigma_decay,
             reuse_samples=reuse_samples,
-            no_repeat_ngram_size=no_repeat_ngram_size,
             n_candidates=n_candidates,
             prompt_batch_size=prompt_batch_size,
             seed=seed,
@@ -500,7 +497,6 @@ class AISPSampler(_SamplerBase):
             rho=config.rho,
             sigma_decay=config.sigma_decay,
             reuse_samples=config.reuse_samples,
-            no_repeat_ngram_size=config.no_repeat_ngram_size,
             prompt_batch_size=config.prompt_batch_size,
             **kwargs,
         )
@@ -565,8 +561,6 @@ class AISPSampler(_SamplerBase):
         tau_max = max(horizons)
         generation_kwargs = dict(generation_kwargs)  # _greedy_config moves generation settings into the config
         gen_config = self._greedy_config(tau_max, generation_kwargs)
-        if cfg.no_repeat_ngram_size:  # the repetition guard (a logits processor: it acts after the pre-logit noise)
-            gen_config.no_repeat_ngram_size = cfg.no_repeat_ngram_size
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
         row_horizons = [tau for tau in horizons for _ in range(n)]
         generators = [self._noise_generator(q, c) for q, c in zip(queries, calls, strict=True)]
