@@ -26,8 +26,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import secrets
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -857,7 +859,7 @@ def evaluate_greedy(
 
 
 def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean AISP best reward, mean base greedy reward and the mean best-so-far curve over the records."""
+    """Mean AISP best reward, mean base greedy reward (and both per prompt) and the mean best-so-far curve."""
     best = [float(r["best"]["reward"]) for r in records]
     greedy = [float(r["greedy"]["reward"]) for r in records if r.get("greedy")]
     curves = [r["best_so_far"] for r in records if r.get("best_so_far")]
@@ -866,14 +868,99 @@ def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "num_prompts": len(records),
         "aisp_best_reward": sum(best) / len(best) if best else float("nan"),
         "greedy_reward": sum(greedy) / len(greedy) if greedy else float("nan"),
+        "aisp_best_rewards": best,
+        "greedy_rewards": greedy,
         "best_so_far_curve": [sum(c[k] for c in curves) / len(curves) for k in range(length)],
     }
 
 
+MIN_RESULT_PROMPTS = 24
+"""Held-out prompts below which a report says it is a smoke test: with fewer, a 95% CI of a mean reward is wider than
+the differences the recipes are after, and one seed hides how much the result moves with the data."""
+
+
+def smoke_test_warning(num_prompts: int, num_seeds: int = 1) -> str | None:
+    """The warning line of a report evaluated on ``num_prompts`` held-out prompts and ``num_seeds`` seeds, or `None`.
+
+    Returns:
+        `str` when ``num_prompts < MIN_RESULT_PROMPTS``: e.g. ``"8 prompts, one seed: a smoke test, not a result
+        ..."``; else `None`.
+    """
+    if num_prompts >= MIN_RESULT_PROMPTS:
+        return None
+    seeds = "one seed" if num_seeds == 1 else f"{num_seeds} seeds"
+    return (
+        f"{num_prompts} prompts, {seeds}: a smoke test, not a result (fewer than {MIN_RESULT_PROMPTS} held-out "
+        "prompts; raise `num_eval_prompts`, and compare seeds with benchmarks/bench_finetune.py)."
+    )
+
+
+def report_uncertainty(
+    per_prompt: Mapping[str, Sequence[float]],
+    pairs: Sequence[tuple[str, str]] = (),
+    num_eval_prompts: int | None = None,
+    num_seeds: int = 1,
+) -> dict[str, Any]:
+    """How sure a report's mean rewards are: per mean its prompt count, 95% bootstrap CI and standard deviation.
+
+    Args:
+        per_prompt (`Mapping[str, Sequence[float]]`): name -> one reward per prompt (the names of ``rewards``).
+        pairs (`Sequence[tuple[str, str]]`): ``(a, b)`` names scored on the same prompts, compared pairwise (mean
+            of ``a - b`` with its 95% CI and win / tie / loss rates, `aisp_trl.stats.paired_comparison`).
+        num_eval_prompts (`int`, *optional*): held-out prompts evaluated; below `MIN_RESULT_PROMPTS` a ``warning``
+            is added (see `smoke_test_warning`).
+        num_seeds (`int`, defaults to 1): seeds behind the numbers.
+
+    Returns:
+        `dict` with ``uncertainty`` (name -> ``{"prompts", "mean", "ci95", "std"}``), ``paired`` (``"a − b"`` ->
+        the comparison; only with ``pairs``) and ``warning`` (only when it applies): merge it into the report.
+    """
+    from .stats import bootstrap_ci, paired_comparison
+
+    uncertainty = {}
+    for name, values in per_prompt.items():
+        mean, low, high = bootstrap_ci([float(v) for v in values])
+        finite = [float(v) for v in values if math.isfinite(float(v))]
+        spread = statistics.stdev(finite) if len(finite) > 1 else float("nan")
+        uncertainty[name] = {"prompts": len(finite), "mean": mean, "ci95": [low, high], "std": spread}
+    result: dict[str, Any] = {"uncertainty": uncertainty}
+    if pairs:
+        result["paired"] = {
+            f"{a} − {b}": paired_comparison([list(per_prompt[a])], [list(per_prompt[b])]) for a, b in pairs
+        }
+    warning = smoke_test_warning(num_eval_prompts, num_seeds) if num_eval_prompts is not None else None
+    if warning:
+        result["warning"] = warning
+    return result
+
+
 def report_rewards_table(report: Mapping[str, Any]) -> str:
-    """The report's ``rewards`` (name -> mean reward) and ``counts`` as a short markdown block (what recipes print)."""
-    lines = ["## Rewards", "", "| | mean reward |", "|---|---|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in report.get("rewards", {}).items()]
+    """The report's ``rewards`` (name -> mean reward) and ``counts`` as a short markdown block (what recipes print).
+
+    With the ``uncertainty`` of `report_uncertainty` the table also gives each mean's 95% bootstrap CI, standard
+    deviation and prompt count, then the ``paired`` differences; a ``warning`` is the block's first line.
+    """
+    uncertainty = report.get("uncertainty", {})
+    lines = ["## Rewards", ""]
+    if report.get("warning"):
+        lines += [f"> **Warning**: {report['warning']}", ""]
+    if uncertainty:
+        lines += ["| | mean reward | 95% CI | std | prompts |", "|---|---|---|---|---|"]
+        for name, value in report.get("rewards", {}).items():
+            u = uncertainty.get(name)
+            extra = f"[{u['ci95'][0]:.4f}, {u['ci95'][1]:.4f}] | {u['std']:.4f} | {u['prompts']}" if u else "| |"
+            lines.append(f"| {name} | {value:.4f} | {extra} |")
+    else:
+        lines += ["| | mean reward |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in report.get("rewards", {}).items()]
+    paired = report.get("paired", {})
+    if paired:
+        lines += ["", "| paired, same prompts | mean difference [95% CI] | wins / ties / losses |", "|---|---|---|"]
+        lines += [
+            f"| {name} | {p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}] | {p['wins']:.0%} / "
+            f"{p['ties']:.0%} / {p['losses']:.0%} |"
+            for name, p in paired.items()
+        ]
     counts = report.get("counts", {})
     if counts:
         lines += ["", ", ".join(f"{k}: {v}" for k, v in counts.items())]
@@ -884,7 +971,8 @@ def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title
     """Writes ``report.json`` and ``report.md`` (a rewards table and the settings) to ``output_dir``.
 
     Args:
-        report (`Mapping`): ``rewards`` (name -> mean reward) is tabulated; other mappings become sections.
+        report (`Mapping`): ``rewards`` (name -> mean reward) is tabulated, with the ``uncertainty``, ``paired``
+            and ``warning`` of `report_uncertainty` when present; other mappings become sections.
 
     Returns:
         `Path`: the JSON file.
@@ -894,8 +982,9 @@ def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title
     json_path = output_dir / "report.json"
     json_path.write_text(json.dumps(report, indent=2, default=str))
     lines = [f"# {title}", ""]
-    scalars = {k: v for k, v in report.items() if k != "rewards" and not isinstance(v, Mapping)}
-    sections = {k: v for k, v in report.items() if k != "rewards" and isinstance(v, Mapping)}
+    tabulated = ("rewards", "uncertainty", "paired", "warning")  # in `report_rewards_table`
+    scalars = {k: v for k, v in report.items() if k not in tabulated and not isinstance(v, Mapping)}
+    sections = {k: v for k, v in report.items() if k not in tabulated and isinstance(v, Mapping)}
     lines += [f"- **{key.replace('_', ' ').capitalize()}**: {value}" for key, value in scalars.items()]
     lines += ["", report_rewards_table(report)]
     for key, value in sections.items():
