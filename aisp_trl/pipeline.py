@@ -879,8 +879,17 @@ MIN_RESULT_PROMPTS = 24
 the differences the recipes are after, and one seed hides how much the result moves with the data."""
 
 
-def smoke_test_warning(num_prompts: int, num_seeds: int = 1) -> str | None:
+def smoke_test_warning(
+    num_prompts: int,
+    num_seeds: int = 1,
+    fix: str = "raise `num_eval_prompts`, and compare seeds with benchmarks/bench_finetune.py",
+) -> str | None:
     """The warning line of a report evaluated on ``num_prompts`` held-out prompts and ``num_seeds`` seeds, or `None`.
+
+    Args:
+        num_prompts (`int`): held-out prompts behind the report's means.
+        num_seeds (`int`, defaults to 1): seeds behind them.
+        fix (`str`): what to change, in the caller's terms (the recipes' flag by default).
 
     Returns:
         `str` when ``num_prompts < MIN_RESULT_PROMPTS``: e.g. ``"8 prompts, one seed: a smoke test, not a result
@@ -891,7 +900,7 @@ def smoke_test_warning(num_prompts: int, num_seeds: int = 1) -> str | None:
     seeds = "one seed" if num_seeds == 1 else f"{num_seeds} seeds"
     return (
         f"{num_prompts} prompts, {seeds}: a smoke test, not a result (fewer than {MIN_RESULT_PROMPTS} held-out "
-        "prompts; raise `num_eval_prompts`, and compare seeds with benchmarks/bench_finetune.py)."
+        f"prompts; {fix})."
     )
 
 
