@@ -52,6 +52,7 @@ import json
 import math
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +173,17 @@ def generation_arguments(args: argparse.Namespace, seed: int) -> AISPGenerationA
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    """What must not change between a unit and the units it is compared with (checked on resume)."""
+    """What must not change between a unit and the units it is compared with (checked on resume), JSON-ready.
+
+    ``aisp`` is AISP's full configuration (the package defaults plus n and kappa), so that a unit made before a
+    default changed does not pass for the new defaults."""
     keys = ("model_name_or_path", "prompt_source", "num_train_prompts", "num_eval_prompts", "framing", "sample_size",
             "n_iterations", "max_new_tokens", "max_steps", "learning_rate", "per_device_train_batch_size", "lora_r",
             "lora_alpha", "beta", "max_length", "keep_nonpositive_margin")  # fmt: skip
-    return {k: getattr(args, k) for k in keys}
+    aisp = asdict(generation_arguments(args, 0).aisp_config())
+    for key in ("seed", "prompt_batch_size", "n_candidates"):  # they do not change what is searched
+        aisp.pop(key)
+    return json.loads(json.dumps({**{k: getattr(args, k) for k in keys}, "aisp": aisp}))
 
 
 def reward_key(name: str) -> str:

@@ -135,6 +135,14 @@ def test_bench_finetune_end_to_end_resume_and_report(script, checkpoints, tmp_pa
     # units of other settings are refused with what differs
     with pytest.raises(ValueError, match="max_steps=2"):
         script.main(_args(script, checkpoints, out, "--max_steps", "3"))
+    # ... and so are units made under other AISP defaults (the full AISP configuration is part of the settings)
+    first = out / "units" / script.reward_key(str(rm1)) / "data_aisp" / "seed0.json"
+    saved = json.loads(first.read_text())
+    assert saved["settings"]["aisp"]["sample_size"] == 2 and saved["settings"]["aisp"]["lam"] == "auto"
+    saved["settings"]["aisp"]["ess_target"] = 0.5
+    first.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="other settings \\(aisp="):
+        script.main(_args(script, checkpoints, out))
 
 
 def test_bench_finetune_checks_arguments_first(script, checkpoints, tmp_path):
