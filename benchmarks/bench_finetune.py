@@ -242,7 +242,13 @@ class Runner:
         self.settings = settings_of(args)
         self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         gen = generation_arguments(args, args.seeds[0])
-        self.train_prompts, self.eval_prompts = gen.load_prompts()  # a bad source fails before the model loads
+        try:  # a bad source fails before the model loads
+            self.train_prompts, self.eval_prompts = gen.load_prompts()
+        except ValueError as error:  # the pipeline names its own fields: say which flags they are here
+            raise ValueError(
+                f"{error} Here max_prompts is --num_train_prompts ({args.num_train_prompts}) and num_eval_prompts is "
+                f"--num_eval_prompts ({args.num_eval_prompts})."
+            ) from error
         self.model, self.tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=self.device)
         self.dataset_format = gen.resolved_dataset_format(self.tokenizer)
         _, self.eval_query_ids = tokenize_prompts(self.tokenizer, self.eval_prompts, args.framing)

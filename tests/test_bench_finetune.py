@@ -150,6 +150,8 @@ def test_bench_finetune_checks_arguments_first(script, checkpoints, tmp_path):
         script.main(_args(script, checkpoints, tmp_path, "--sample_size", "1", "--n_iterations", "1"))
     with pytest.raises(ValueError, match="`--num_eval_prompts` must be >= 1, got 0"):
         script.main(_args(script, checkpoints, tmp_path, "--num_eval_prompts", "0"))
+    with pytest.raises(ValueError, match=r"too few prompts.*--num_train_prompts \(50\)"):  # 12 prompts in the file
+        script.main(_args(script, checkpoints, tmp_path, "--num_train_prompts", "50"))
     assert not (tmp_path / "units").exists()
 
 
