@@ -108,7 +108,10 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
         "base greedy (train prompts)": summary["greedy_rewards"],
         "AISP best (train prompts)": summary["aisp_best_rewards"],
     }
-    pairs = [("DPO greedy (held-out)", "base greedy (held-out)"), ("AISP best (train prompts)", "base greedy (train prompts)")]
+    pairs = [
+        ("DPO greedy (held-out)", "base greedy (held-out)"),
+        ("AISP best (train prompts)", "base greedy (train prompts)"),
+    ]
     report |= report_uncertainty(per_prompt, pairs, num_eval_prompts=len(run.eval_prompts))
     if run.state.is_main_process:
         path = write_report(training_args.output_dir, report, title="AISP + DPO report")
