@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from _tiny import letter_reward
 from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
@@ -19,12 +18,7 @@ PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
 TRAINED = ("sft_aisp", "sft_bon_top_p", "dpo_aisp", "dpo_bon_top_p")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -38,13 +38,7 @@ CONFIG = AISPConfig(sample_size=4, n_iterations=2, prompt_batch_size=1, seed=0)
 KW = dict(max_new_tokens=6, framing="none", show_progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls are ~50x slower with 2 threads on a busy 2-core machine; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

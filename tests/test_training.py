@@ -11,13 +11,7 @@ from datasets import Dataset
 
 from aisp_trl.training import lora_config, token_nll, train_dpo, train_sft
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _common(tmp_path) -> dict:
