@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +32,9 @@ from aisp_trl.decoding import HFDecoder
 from aisp_trl.hooks import find_output_layer, transform_prelogits
 from aisp_trl.pipeline import load_means, run_generation
 
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "recipes" / "configs"
+PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
 WIDTH = 32
 QUERIES = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
 
@@ -316,3 +321,77 @@ def test_sampler_errors_name_the_argument(lm, tmp_path):
         REControlSampler(model, tok, letter_reward(), horizon, 3)
     with pytest.raises(FileNotFoundError, match="no safetensors file"):
         AmortizedSampler(model, tok, letter_reward(), horizon, tmp_path / "none.safetensors")
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+def _recipe(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the recipes define dataclasses, which look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    return save_tiny_lm(root / "lm"), save_tiny_reward_model(root / "rm")
+
+
+def test_recipes_train_both_modules_and_compare_runs_them(checkpoints, tmp_path):
+    lm_dir, rm_dir = checkpoints
+    common = ["--model_name_or_path", str(lm_dir), "--reward", str(rm_dir), "--prompt_source", str(PROMPTS_FILE)]
+    re_control = _recipe("re_control")
+    args = re_control.make_parser().parse_args_and_config(
+        args=["--config", str(CONFIGS / "tiny_re_control.yaml"), "--output_dir", str(tmp_path / "rc"), *common]
+    )
+    report = re_control.main(*args)
+    assert report["num_trajectories"] == 6 and report["training_seconds"] > 0
+    value, info = load_module(tmp_path / "rc" / "value_model.safetensors", kind="value")
+    assert info["num_prompts"] == 3 and value.input_dim == WIDTH
+
+    amortize = _recipe("amortize_aisp")
+    argv = ["--config", str(CONFIGS / "tiny_amortize.yaml"), "--output_dir", str(tmp_path / "am"), *common]
+    report = amortize.main(*amortize.make_parser().parse_args_and_config(args=argv))
+    assert report["num_prompts"] == 4 and report["aisp_seconds"] > 0
+    assert report["training_seconds"] >= report["aisp_seconds"]
+    assert sorted(load_means(tmp_path / "am" / "aisp")) == [0, 1, 2, 3]
+    controller, info = load_module(tmp_path / "am" / "controller.safetensors", kind="controller")
+    assert info["best_epoch"] >= 1 and controller.input_dim == WIDTH
+
+    compare = _recipe("compare")
+    argv = [
+        "--config", str(CONFIGS / "compare_tiny.yaml"), *common, "--output_dir", str(tmp_path / "cmp"),
+        "--methods", "greedy", "re_control", "amortized", "aisp",
+        "--value_model_path", str(tmp_path / "rc" / "value_model.safetensors"), "--re_control_n_steps", "2",
+        "--controller_path", str(tmp_path / "am" / "controller.safetensors"), "--plot", "false",
+    ]  # fmt: skip
+    report = compare.main(*compare.make_parser().parse_args_and_config(args=argv))
+    methods = report["methods"]
+    assert list(methods) == ["greedy", "re_control", "amortized", "aisp"]
+    assert methods["re_control"]["summary"]["training_seconds"] == pytest.approx(
+        load_module(tmp_path / "rc" / "value_model.safetensors")[1]["training_seconds"]
+    )
+    assert methods["greedy"]["summary"]["training_seconds"] is None
+    for entry in methods.values():
+        low, high = entry["summary"]["reward_ci95"]
+        assert low <= entry["summary"]["reward_mean"] <= high and entry["summary"]["seconds_per_prompt"] > 0
+    markdown = (tmp_path / "cmp" / "results.md").read_text()
+    assert "| RE-Control |" in markdown and "| amortized AISP |" in markdown and "training s" in markdown
+
+
+def test_compare_arguments_need_the_trained_modules():
+    from aisp_trl.compare import CompareArguments
+
+    with pytest.raises(ValueError, match="`value_model_path` is not set; train one with recipes/re_control.py"):
+        CompareArguments(methods=["re_control"])
+    with pytest.raises(ValueError, match="`controller_path` is not set"):
+        CompareArguments(methods=["amortized"])
+    with pytest.raises(ValueError, match="`re_control_n_steps` must be an integer >= 0"):
+        CompareArguments(re_control_n_steps=-2)
