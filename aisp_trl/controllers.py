@@ -518,6 +518,8 @@ def controller_pairs(
             from .decoding import HFDecoder
 
             u = stored["mean"]
+            if u.shape[0] == 1:  # a steering-vector mean (1, d) acts at every step of the horizon
+                u = u.expand(int(record["horizon"]), -1)
             config = copy.deepcopy(getattr(generation_model(model), "generation_config", None) or GenerationConfig())
             config.update(do_sample=False, num_beams=1, max_new_tokens=u.shape[0], temperature=None, top_p=None)
             config.update(top_k=None)
