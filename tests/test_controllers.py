@@ -219,6 +219,18 @@ def test_the_transform_hook_is_removed_after_an_exception(lm):
     assert not head._forward_pre_hooks
 
 
+def test_transform_on_a_plain_forward_changes_only_the_last_position(lm):
+    model, _ = lm
+    ids = torch.tensor([QUERIES[0], QUERIES[0]])
+    with torch.no_grad():
+        base = model(input_ids=ids).logits
+        with transform_prelogits(model, lambda z, t: z + 1.0):
+            moved = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert torch.equal(moved[:, :-1], base[:, :-1]) and not torch.allclose(moved[:, -1], base[:, -1])
+    assert torch.equal(after, base)
+
+
 # ------------------------------------------------------------------------------------------ data
 
 
