@@ -8,7 +8,7 @@ greedy. Pick the value here, then run recipes/compare.py on the held-out prompts
 
 ```bash
 python benchmarks/tune_controllers.py --value_model_path outputs/re-control-smollm2/value_model.safetensors \
-    --controller_path outputs/amortize-smollm2/controller.safetensors --step_sizes 1 10 100 --scales 1 2 4
+    --controller_path outputs/amortize-smollm2/controller.safetensors --step_sizes 1 10 100 1000 --scales 1 2 4 8 16
 ```
 """
 
@@ -32,9 +32,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--value_model_path", help="RE-Control's value model (recipes/re_control.py).")
     parser.add_argument("--controller_path", help="The amortized controller (recipes/amortize_aisp.py).")
-    parser.add_argument("--step_sizes", type=float, nargs="*", default=[1.0, 10.0, 100.0])
+    parser.add_argument("--step_sizes", type=float, nargs="*", default=[1.0, 10.0, 100.0, 1000.0])
     parser.add_argument("--n_steps", type=int, default=30)
-    parser.add_argument("--scales", type=float, nargs="*", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--scales", type=float, nargs="*", default=[1.0, 2.0, 4.0, 8.0, 16.0])
     parser.add_argument("--first_prompt", type=int, default=200)
     parser.add_argument("--num_prompts", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=32)

@@ -407,3 +407,28 @@ def test_compare_arguments_need_the_trained_modules():
         CompareArguments(methods=["amortized"])
     with pytest.raises(ValueError, match="`re_control_n_steps` must be an integer >= 0"):
         CompareArguments(re_control_n_steps=-2)
+
+
+def test_smollm2_presets_parse(tmp_path):
+    out = ["--output_dir", str(tmp_path)]
+    rc_args, rc_config = (
+        _recipe("re_control")
+        .make_parser()
+        .parse_args_and_config(args=["--config", str(CONFIGS / "re_control_smollm2.yaml"), *out])
+    )
+    assert rc_args.prompt_source == "general:train" and rc_args.max_prompts == 64
+    assert (rc_config.samples_per_prompt, rc_config.objective, rc_config.num_layers) == (8, "bellman", 3)
+    script, generation, controller = (
+        _recipe("amortize_aisp")
+        .make_parser()
+        .parse_args_and_config(args=["--config", str(CONFIGS / "amortize_smollm2.yaml"), *out])
+    )
+    assert generation.prompt_source == "general:train" and generation.max_prompts == 64
+    assert generation.aisp_config().total_samples == 32 and controller.target == "best"
+    compare_args, aisp = (
+        _recipe("compare")
+        .make_parser()
+        .parse_args_and_config(args=["--config", str(CONFIGS / "compare_controllers_smollm2.yaml"), *out])
+    )
+    assert compare_args.prompt_source == "general:bench" and compare_args.max_prompts == 24
+    assert {"re_control", "amortized"} <= set(compare_args.methods) and aisp.total_samples == 32
