@@ -30,6 +30,7 @@ import math
 import os
 import secrets
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -67,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 RECORDS_FILE = "records.jsonl"
+MEANS_PREFIX = "means"
 RUN_FILE = "aisp_run.json"
 TRAINING_MARKER = "aisp_training.json"
 _AISP_FIELDS = (
@@ -184,6 +186,13 @@ class AISPGenerationArguments:
         metadata={
             "help": "Where the training samples come from: 'aisp', or a best-of-N baseline at the same budget "
             "N = sample_size * n_iterations: 'bon_top_p' (top-p 0.9, T = 1) or 'bon_gaussian' (BoN (N), sigma2)."
+        },
+    )
+    save_means: bool = field(
+        default=False,
+        metadata={
+            "help": "Store each prompt's final AISP mean U and the perturbation V of its best response (shape "
+            "(tau, d)) in shards/means-<rank>.safetensors, keyed by prompt id: the targets of recipes/amortize_aisp.py."
         },
     )
     push_dataset_to_hub: str | None = field(
@@ -426,6 +435,38 @@ def _repair_shard(path: Path, chunk_size: int = 1 << 16) -> None:
         os.fsync(f.fileno())
 
 
+def means_path(output_dir: str | os.PathLike, rank: int) -> Path:
+    """``output_dir/shards/means-{rank:05d}.safetensors``: the stored means of one process's prompts."""
+    return Path(output_dir) / SHARD_DIR / f"{MEANS_PREFIX}-{rank:05d}.safetensors"
+
+
+def _append_means(path: Path, new: Mapping[str, torch.Tensor]) -> None:
+    """Adds tensors to a safetensors file: the old ones and the new ones go to a temporary file that replaces it in
+    one ``os.replace``, so a killed run leaves either the old file or the new one, never a cut one."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path)) if path.is_file() else {}
+    tensors.update({k: v.detach().float().cpu().contiguous() for k, v in new.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_means(output_dir: str | os.PathLike) -> dict[int, dict[str, torch.Tensor]]:
+    """The means stored by ``run_generation(..., save_means=True)``: prompt id -> ``{"mean": U, "best": V}``, each of
+    shape `(tau, d)` (`(1, d)` means for the steering proposal), float32 on CPU."""
+    from safetensors.torch import load_file
+
+    means: dict[int, dict[str, torch.Tensor]] = {}
+    for path in sorted((Path(output_dir) / SHARD_DIR).glob(f"{MEANS_PREFIX}-*.safetensors")):
+        for key, tensor in load_file(str(path)).items():
+            prompt_id, name = key.split(".", 1)
+            means.setdefault(int(prompt_id), {})[name] = tensor
+    return means
+
+
 def load_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """All records in ``output_dir``'s shards, one per prompt id, sorted by prompt id."""
     by_id: dict[int, dict[str, Any]] = {}
@@ -551,6 +592,7 @@ def run_generation(
     model_name: str | None = None,
     reward_name: str | None = None,
     method: str = "aisp",
+    save_means: bool = False,
 ) -> list[dict[str, Any]]:
     """Runs AISP on every prompt exactly once, sharded over processes and resumable; returns all records.
 
@@ -578,12 +620,18 @@ def run_generation(
             best-of-N baseline at the same budget ``N = n * kappa`` (``"bon_top_p"``: trl's top-p sampling, p = 0.9,
             T = 1; ``"bon_gaussian"``: BoN (N), zero-mean pre-logit noise with ``sigma2``), so that datasets built
             from each differ only in their source. Recorded and checked on resume.
+        save_means (`bool`, defaults to False): also store each prompt's final mean ``U`` and the perturbation ``V``
+            of its best response (`(tau, d)` each) in ``shards/means-{rank:05d}.safetensors`` under the keys
+            ``"{prompt_id}.mean"`` and ``"{prompt_id}.best"`` (read them with `load_means`). Written before the
+            prompt's record, so every record on disk has its means; resuming with ``save_means=True`` a run whose
+            records lack them raises. AISP only (the best-of-N baselines have no mean).
 
     Returns:
         `list[dict]`: one record per prompt, sorted by ``prompt_id``: ``AISPResult.to_dict()`` (``prompt`` is the
         text the reward saw, ``samples``, ``best``, curves, ESS) plus ``prompt_id``, ``prompt_input`` (the prompt as
         given), ``query`` (the framed text the model saw) and ``greedy`` (``completion``, ``completion_ids``,
-        ``reward`` of the base model's greedy response). The same list on every process, read from the shards.
+        ``reward`` of the base model's greedy response) and ``seconds`` (the prompt's share of its batch's search
+        time). The same list on every process, read from the shards.
 
     Raises:
         ValueError: If ``output_dir`` holds a run with other settings, another model, dtype or reward, or records of
@@ -608,6 +656,11 @@ def run_generation(
     identity = run_identity(model, reward, model_name, reward_name)
     if method not in GENERATION_METHODS:
         raise ValueError(f"`method` must be one of {GENERATION_METHODS}, got {method!r}.")
+    if save_means and method != "aisp":
+        raise ValueError(
+            f"`save_means=True` stores AISP's means, but `method` is {method!r}, which has none; use method='aisp' "
+            "or save_means=False."
+        )
     settings = _run_settings(config, max_new_tokens, framing, max_prompt_length, identity)
     if method != "aisp":  # runs of earlier versions (AISP only) keep resuming without this key
         settings["method"] = method
@@ -625,6 +678,14 @@ def run_generation(
                 f"`output_dir` {str(output_dir)!r} holds a record for prompt {prompt_id} with another prompt "
                 f"({record['query']!r:.60}) than now ({queries[prompt_id]!r:.60}); keep the prompt list (and order) "
                 "of the interrupted run, or use a fresh `output_dir`."
+            )
+    if save_means and done:
+        stored = load_means(output_dir)
+        lacking = sorted(i for i in done if "mean" not in stored.get(i, {}) or "best" not in stored.get(i, {}))
+        if lacking:
+            raise ValueError(
+                f"`output_dir` {str(output_dir)!r} holds records of prompts {lacking[:10]} without stored means (the "
+                "run was started with save_means=False); use a fresh `output_dir` to store the means of every prompt."
             )
     state.wait_for_everyone()
     if state.is_main_process:
@@ -645,7 +706,9 @@ def run_generation(
         )
         with progress, own_shard.open("a") as shard:
             for batch in batches:
+                start = time.perf_counter()
                 results = sampler.search([query_ids[i] for i in batch], prompts=[reward_prompts[i] for i in batch])
+                seconds = (time.perf_counter() - start) / len(batch)  # the batch's search time, shared equally
                 greedy = greedy_records(
                     model,
                     tokenizer,
@@ -655,6 +718,15 @@ def run_generation(
                     max_new_tokens,
                     greedy_batch_size or batch_size,
                 )
+                if save_means:  # before the records: a record on disk always has its means
+                    _append_means(
+                        means_path(output_dir, state.process_index),
+                        {
+                            f"{prompt_id}.{name}": tensor
+                            for prompt_id, result in zip(batch, results, strict=True)
+                            for name, tensor in (("mean", result.final_mean), ("best", result.best_perturbation))
+                        },
+                    )
                 for prompt_id, result, base in zip(batch, results, greedy, strict=True):
                     record = {
                         "prompt_id": prompt_id,
@@ -662,6 +734,7 @@ def run_generation(
                         "query": queries[prompt_id],
                         **result.to_dict(),
                         "greedy": base,
+                        "seconds": seconds,
                     }
                     shard.write(json.dumps(record) + "\n")
                 shard.flush()
@@ -760,6 +833,7 @@ def generate_for_training(
         model_name=model_name,
         reward_name=args.reward,
         method=args.generation_method,
+        save_means=args.save_means,
     )
     return AISPRun(
         args, state, model_name, model, tokenizer, reward, train_prompts, eval_prompts, generation_dir, records

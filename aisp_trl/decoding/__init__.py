@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from torch import Tensor
 from transformers import GenerationConfig
 
+from ..hooks import PrelogitTransform
 from .hf import HFDecoder
 
 __all__ = ["Decoder", "HFDecoder"]
@@ -29,9 +30,13 @@ class Decoder(Protocol):
         horizons: list[int],
         config: GenerationConfig,
         perturbations: Tensor | None = None,
+        *,
+        transform: PrelogitTransform | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
-        """Greedy decoding; with ``perturbations`` `(rows, tau, d)`, ``v_t`` is added to the pre-logit at step t."""
+        """Greedy decoding; with ``perturbations`` `(rows, tau, d)`, ``v_t`` is added to the pre-logit at step t; with
+        ``transform`` (``(z_t, t) -> z_t'``, rows of `(rows, d)`), the LM head sees ``transform(z_t, t)`` instead
+        (state-dependent controllers: RE-Control, an amortized AISP controller). Only the greedy path takes one."""
         ...
 
     def sample(
