@@ -1,9 +1,10 @@
 """aisp-trl: test-time alignment by adaptive importance sampling on pre-logits (AISP) for trl users."""
 
-from .baselines import ARGSSampler, GaussianBestOfNSampler
+from .baselines import ARGSSampler, GaussianBestOfNSampler, REControlSampler
 from .config import AISPConfig
+from .controllers import AmortizedSampler, PrelogitController, ValueMLP
 from .decoding import Decoder, HFDecoder
-from .hooks import capture_prelogits, find_output_layer, perturb_prelogits
+from .hooks import capture_prelogits, find_output_layer, perturb_prelogits, transform_prelogits
 from .metrics import (
     aggregate_curves,
     bon_curve,
@@ -31,7 +32,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARGSSampler",
+    "AmortizedSampler",
     "GaussianBestOfNSampler",
+    "PrelogitController",
+    "REControlSampler",
+    "ValueMLP",
     "aggregate_curves",
     "bon_curve",
     "coherence",
@@ -65,4 +70,5 @@ __all__ = [
     "capture_prelogits",
     "find_output_layer",
     "perturb_prelogits",
+    "transform_prelogits",
 ]

@@ -6,14 +6,15 @@
   ``logit + w * reward(prompt, prefix + token)`` and take the best.
 - "BoN (top-p)" is `aisp_trl.BestOfNSampler` (trl's sampler).
 
-RE-Control (Kong et al., 2024: a value MLP on pre-logits trained from sampled (state, reward) pairs, then gradient
-ascent on ``u_t`` before each argmax) is out of scope for now: it needs a training stage that the other methods do
-not, and the paper's comparison with it relies on the authors' released value functions.
+- `REControlSampler` — RE-Control (Kong et al., NeurIPS 2024): a value MLP ``V(z)`` on pre-logits, trained on
+  sampled base-model responses (`aisp_trl.controllers.train_re_control`), steers one greedy decode by gradient
+  ascent on ``z_t`` before each argmax.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,12 +24,13 @@ from transformers import GenerationConfig
 
 from ._compat import cache_kwarg, output_cache
 from .config import AISPConfig
+from .controllers import REControlConfig, ValueMLP, _check_int, _check_positive, gradient_ascent, load_module
 from .decoding.vllm import is_vllm_engine
 from .hooks import unwrap_model
 from .rewards import RewardFunction
-from .sampler import AISPResult, AISPSampler, QueryInput, Sample, _SamplerBase
+from .sampler import AISPResult, AISPSampler, GreedySampler, QueryInput, Sample, _SamplerBase
 
-__all__ = ["ARGSSampler", "GaussianBestOfNSampler", "args_greedy_scores"]
+__all__ = ["ARGSSampler", "GaussianBestOfNSampler", "REControlSampler", "args_greedy_scores"]
 
 
 class GaussianBestOfNSampler(AISPSampler):
@@ -93,7 +95,6 @@ class GaussianBestOfNSampler(AISPSampler):
             proposal="iid",  # the paper's BoN (N): i.i.d. per-step noise, whatever AISP's default proposal is
             sigma_decay=1.0,
             reuse_samples=False,
-            no_repeat_ngram_size=0,
             prompt_batch_size=prompt_batch_size,
             max_batch_rows=max_batch_rows,
             show_progress=show_progress,
@@ -318,3 +319,99 @@ def args_greedy_scores(logits: Tensor, rewards: Tensor, weight: float) -> Tensor
 def _first_argmax(values: Tensor) -> int:
     """Index of the first maximum (ties go to the earlier, i.e. higher-logit, candidate)."""
     return int((values == values.max()).nonzero()[0, 0])
+
+
+class REControlSampler(GreedySampler):
+    """RE-Control (Kong et al., NeurIPS 2024): greedy decoding steered by gradient ascent on a value function.
+
+    At each generated step the pre-logit ``z_t`` is moved by ``n_steps`` steps ``z <- z + step_size * grad V(z)``
+    before the LM head (`aisp_trl.controllers.gradient_ascent`, through `aisp_trl.hooks.transform_prelogits`). ``V``
+    is a `aisp_trl.controllers.ValueMLP` trained with `aisp_trl.controllers.train_re_control` on the pre-logits of
+    sampled base-model responses and their rewards. One decode per query and no reward call while decoding (the
+    reward only scores the response, as for greedy). ``n_steps=0`` decodes plain greedy.
+
+    Args:
+        model, tokenizer, queries_to_scores, length_sampler, generation_config: as in `AISPSampler`.
+        value_model (`ValueMLP` or `str` / `os.PathLike`): the value function, or its safetensors file.
+        n_steps (`int`, defaults to 30): ascent steps per token (the authors' setting).
+        step_size (`float`, defaults to 1.0): the step size (the authors' setting; depends on the value scale).
+        seed (`int`, *optional*): accepted for API compatibility; nothing is drawn.
+        n_candidates (`int`, defaults to 1): must be 1 (one response per query).
+        prompt_batch_size (`int`, defaults to 8): queries decoded together.
+
+    Example:
+        ```python
+        >>> from aisp_trl.controllers import REControlConfig, train_re_control
+        >>> value, info = train_re_control(model, tokenizer, reward, train_queries, None, REControlConfig())
+        >>> sampler = REControlSampler(model, tokenizer, reward, LengthSampler(32, 33), value, n_steps=30)
+        >>> sampler.generate(tokenizer("The movie was").input_ids)  # [[text]]
+        ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: RewardFunction | Callable[[list[str]], Sequence[float]],
+        length_sampler: Callable[[], int],
+        value_model: ValueMLP | str | os.PathLike,
+        n_steps: int = 30,
+        step_size: float = 1.0,
+        seed: int | None = None,
+        n_candidates: int = 1,
+        generation_config: GenerationConfig | None = None,
+        *,
+        prompt_batch_size: int = 8,
+    ):
+        _check_int("n_steps", n_steps, 0)
+        _check_positive("step_size", step_size, allow_zero=True)
+        if n_candidates != 1:
+            raise ValueError(
+                f"`n_candidates` must be 1: RE-Control decodes one response per query, got {n_candidates!r}."
+            )
+        if not isinstance(value_model, ValueMLP):
+            if not isinstance(value_model, str | os.PathLike):
+                raise TypeError(
+                    f"`value_model` must be a ValueMLP or the path of its safetensors file, got "
+                    f"{type(value_model).__name__}; train one with aisp_trl.controllers.train_re_control."
+                )
+            value_model = load_module(value_model, kind="value")[0]  # type: ignore[assignment]
+        super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config, prompt_batch_size)
+        width = self.output_layer.weight.shape[1]
+        if value_model.input_dim != width:
+            raise ValueError(
+                f"`value_model` reads pre-logits of width {value_model.input_dim}, but the model's LM head takes "
+                f"{width}; train the value model on this model's pre-logits."
+            )
+        self.value_model = value_model.to(self.output_layer.weight.device).eval()
+        self.n_steps, self.step_size, self.seed = n_steps, float(step_size), seed
+
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        queries_to_scores: Any,
+        length_sampler: Any,
+        value_model: ValueMLP | str | os.PathLike,
+        config: REControlConfig,
+        **kwargs: Any,
+    ) -> REControlSampler:
+        """The sampler with the test-time settings (``n_steps``, ``step_size``) of a `REControlConfig`."""
+        return cls(
+            model,
+            tokenizer,
+            queries_to_scores,
+            length_sampler,
+            value_model,
+            n_steps=config.n_steps,
+            step_size=config.step_size,
+            seed=config.seed,
+            **kwargs,
+        )
+
+    def _prelogit_transform(self) -> Callable[[Tensor, int], Tensor]:
+        def ascend(z: Tensor, t: int) -> Tensor:
+            return gradient_ascent(self.value_model, z, self.n_steps, self.step_size)
+
+        return ascend

@@ -41,8 +41,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from .baselines import ARGSSampler, GaussianBestOfNSampler
+from .baselines import ARGSSampler, GaussianBestOfNSampler, REControlSampler
 from .config import AISPConfig
+from .controllers import AmortizedSampler, load_module
 from .data import BUILTIN, load_prompts, prompt_text
 from .hooks import find_output_layer, generation_model, perturb_prelogits
 from .metrics import (
@@ -58,10 +59,13 @@ from .models import EMBEDDED_MODEL, load_model_and_tokenizer
 from .pipeline import build_reward, tokenize_prompts
 from .rewards import JudgeReward, MeanReward, RelevanceReward, RewardFunction, VaderSentimentReward
 from .sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
+from .stats import bootstrap_ci
 
 __all__ = [
+    "ALL_METHODS",
     "METHODS",
     "METHOD_LABELS",
+    "TRAINED_METHODS",
     "CompareArguments",
     "MeanReward",
     "MethodRun",
@@ -76,6 +80,13 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("aisp", "bon_top_p", "bon_gaussian", "args", "greedy")
+"""The training-free methods (the default of `CompareArguments.methods`)."""
+
+TRAINED_METHODS: tuple[str, ...] = ("re_control", "amortized")
+"""Methods that need a trained module: RE-Control's value model (``value_model_path``, from recipes/re_control.py)
+and the amortized AISP controller (``controller_path``, from recipes/amortize_aisp.py)."""
+
+ALL_METHODS: tuple[str, ...] = METHODS + TRAINED_METHODS
 """Method names accepted by `CompareArguments.methods`."""
 
 METHOD_LABELS: dict[str, str] = {
@@ -84,6 +95,8 @@ METHOD_LABELS: dict[str, str] = {
     "bon_gaussian": "BoN (N)",
     "args": "ARGS-greedy",
     "greedy": "greedy",
+    "re_control": "RE-Control",
+    "amortized": "amortized AISP",
 }
 """How the methods are named in tables and plots (the paper's names)."""
 
@@ -163,7 +176,10 @@ class CompareArguments:
     )
     methods: list[str] = field(
         default_factory=lambda: list(METHODS),
-        metadata={"help": f"Methods to run, any of {list(METHODS)}."},
+        metadata={
+            "help": f"Methods to run, any of {list(ALL_METHODS)}; 're_control' needs `value_model_path`, 'amortized' "
+            "needs `controller_path`."
+        },
     )
     prompt_source: str = field(
         default=BUILTIN,
@@ -184,6 +200,17 @@ class CompareArguments:
     )
     args_top_k: int = field(default=8, metadata={"help": "ARGS-greedy: candidate tokens scored per step."})
     args_weight: float = field(default=1.0, metadata={"help": "ARGS-greedy: weight w of the reward."})
+    value_model_path: str | None = field(
+        default=None,
+        metadata={"help": "RE-Control: the value model's safetensors file (written by recipes/re_control.py)."},
+    )
+    re_control_n_steps: int = field(default=30, metadata={"help": "RE-Control: gradient-ascent steps per token."})
+    re_control_step_size: float = field(default=1.0, metadata={"help": "RE-Control: size of each ascent step."})
+    controller_path: str | None = field(
+        default=None,
+        metadata={"help": "Amortized AISP: the controller's safetensors file (written by recipes/amortize_aisp.py)."},
+    )
+    controller_scale: float = field(default=1.0, metadata={"help": "Amortized AISP: multiplies the controller's u_t."})
     compute_coherence: bool = field(
         default=True, metadata={"help": "Coherence of the best responses (MiniLM cosine with the prompt)."}
     )
@@ -207,14 +234,30 @@ class CompareArguments:
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
         if not self.methods or unknown:
             raise ValueError(
-                f"`methods` must be a non-empty list drawn from {list(METHODS)}, got {self.methods!r}; "
+                f"`methods` must be a non-empty list drawn from {list(ALL_METHODS)}, got {self.methods!r}; "
                 f"remove {unknown!r}."
                 if unknown
-                else f"`methods` is empty; pass some of {list(METHODS)}."
+                else f"`methods` is empty; pass some of {list(ALL_METHODS)}."
             )
+        for method, name, recipe in (
+            ("re_control", "value_model_path", "recipes/re_control.py"),
+            ("amortized", "controller_path", "recipes/amortize_aisp.py"),
+        ):
+            if method in self.methods and not getattr(self, name):
+                raise ValueError(
+                    f"`methods` includes {method!r}, which needs a trained module, but `{name}` is not set; train one "
+                    f"with {recipe} and pass its .safetensors file as `--{name}`."
+                )
+        steps = self.re_control_n_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"`re_control_n_steps` must be an integer >= 0, got {steps!r}; 0 decodes plain greedy.")
+        for name in ("re_control_step_size", "controller_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < math.inf):
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}; 0 decodes plain greedy.")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"`methods` lists a method twice: {self.methods!r}; list each once.")
         for name in ("max_prompts", "max_new_tokens", "bon_prompt_batch_size", "args_top_k", "reward_max_length"):
@@ -252,6 +295,7 @@ class MethodRun:
     method: str
     results: list[AISPResult]
     seconds: list[float]
+    training_seconds: float | None = None  # a trained method's one-off cost (data collection + fit), else None
 
     @property
     def total_seconds(self) -> float:
@@ -260,7 +304,8 @@ class MethodRun:
 
 def _chunk_size(method: str, config: AISPConfig, args: CompareArguments) -> int:
     """Prompts per ``search`` call: what each method batches itself (AISP and greedy b, BoN (N) its own)."""
-    return {"aisp": config.prompt_batch_size, "greedy": config.prompt_batch_size}.get(
+    batched = ("aisp", "greedy", "re_control", "amortized")  # the methods that batch prompts themselves
+    return {m: config.prompt_batch_size for m in batched}.get(
         method, args.bon_prompt_batch_size if method == "bon_gaussian" else 1
     )
 
@@ -294,7 +339,34 @@ def make_sampler(
         return ARGSSampler(model, tokenizer, reward, horizon, top_k=args.args_top_k, weight=args.args_weight)
     if method == "greedy":
         return GreedySampler(model, tokenizer, reward, horizon, prompt_batch_size=config.prompt_batch_size)
-    raise ValueError(f"unknown method {method!r}; pass one of {list(METHODS)}.")
+    if method == "re_control":
+        value, info = load_module(args.value_model_path, kind="value")
+        sampler = REControlSampler(
+            model,
+            tokenizer,
+            reward,
+            horizon,
+            value,
+            n_steps=args.re_control_n_steps,
+            step_size=args.re_control_step_size,
+            prompt_batch_size=config.prompt_batch_size,
+        )
+        sampler.training_info = info
+        return sampler
+    if method == "amortized":
+        controller, info = load_module(args.controller_path, kind="controller")
+        sampler = AmortizedSampler(
+            model,
+            tokenizer,
+            reward,
+            horizon,
+            controller,
+            scale=args.controller_scale,
+            prompt_batch_size=config.prompt_batch_size,
+        )
+        sampler.training_info = info
+        return sampler
+    raise ValueError(f"unknown method {method!r}; pass one of {list(ALL_METHODS)}.")
 
 
 def run_methods(
@@ -333,7 +405,8 @@ def run_methods(
                 for i, result in zip(chunk, found, strict=True):
                     results[i], seconds[i] = result, elapsed / len(chunk)
                 progress.update(1)
-            runs[method] = MethodRun(method, results, seconds)  # type: ignore[arg-type]
+            training = getattr(sampler, "training_info", {}).get("training_seconds")
+            runs[method] = MethodRun(method, results, seconds, training)  # type: ignore[arg-type]
     return runs
 
 
@@ -490,8 +563,10 @@ def build_report(
                 "reward_mean": _mean(rewards),
                 "reward_std": _std(rewards),
                 "diversity": _mean(diversity),
+                "reward_ci95": list(bootstrap_ci(rewards)[1:]),
                 "seconds_per_prompt": run.total_seconds / len(run.results),
                 "total_seconds": run.total_seconds,
+                "training_seconds": run.training_seconds,
             },
             "per_prompt": [
                 {
@@ -551,7 +626,7 @@ def build_curves(runs: dict[str, MethodRun], n: int) -> dict[str, list[float]]:
             if "n_samples" not in curves:
                 curves["n_samples"] = [float(n * k) for k in range(1, len(curves[method]) + 1)]
     length = len(curves.get("n_samples", [])) or 1
-    for method in ("greedy", "args"):
+    for method in ("greedy", "args", "re_control", "amortized"):
         if method in runs:
             curves[method] = [_mean([r.best.reward for r in runs[method].results])] * length
     return curves
@@ -576,26 +651,29 @@ def results_markdown(report: dict[str, Any]) -> str:
         f"N = n·κ = {settings['aisp']['sample_size']}·{settings['aisp']['n_iterations']} = "
         f"{settings['budget_per_prompt']} samples per prompt.",
         "",
-        "| method | samples / prompt | reward (mean ± std) | diversity | coherence "
-        "| KL from base, −log P_base(y\\|x) | s / prompt "
+        "| method | samples / prompt | reward (mean ± std) | reward 95% CI | diversity | coherence "
+        "| KL from base, −log P_base(y\\|x) | s / prompt | training s "
         "| AISP wins / ties / losses |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for method, entry in report["methods"].items():
         s = entry["summary"]
         win = report["win_rates"].get(method)
         win_text = f"{win['wins']:.0%} / {win['ties']:.0%} / {win['losses']:.0%}" if win else "—"
+        ci = "[{:.3f}, {:.3f}]".format(*s["reward_ci95"]) if s.get("reward_ci95") else "—"
         lines.append(
             f"| {entry['label']} | {s['samples_per_prompt']} | {s['reward_mean']:.3f} ± {s['reward_std']:.3f} "
-            f"| {_fmt(s['diversity'])} | {_fmt(s.get('coherence'))} | {_fmt(s.get('kl_from_base'))} "
-            f"| {s['seconds_per_prompt']:.2f} | {win_text} |"
+            f"| {ci} | {_fmt(s['diversity'])} | {_fmt(s.get('coherence'))} | {_fmt(s.get('kl_from_base'))} "
+            f"| {s['seconds_per_prompt']:.2f} | {_fmt(s.get('training_seconds'), 0)} | {win_text} |"
         )
     lines += [
         "",
         "Reward: the best response's reward per prompt. Diversity: distinct 2-4-grams (D.1). Coherence: MiniLM cosine "
         "of prompt and response. KL from base: the same estimator for every method — its best response y taken as "
         "a point mass (a deterministic policy), KL = −log P_base(y|x) summed over the response tokens (nats). Win "
-        "rate: AISP's best reward against the method's, prompt by prompt.",
+        "rate: AISP's best reward against the method's, prompt by prompt. Reward 95% CI: percentile bootstrap over "
+        "prompts. Training s: the one-off cost of a trained method (RE-Control: sampling the value data and fitting "
+        "the value model; amortized AISP: AISP on the training prompts and fitting the controller), not in s / prompt.",
     ]
     curves = report["curves"]
     if curves.get("n_samples"):
@@ -656,6 +734,8 @@ def plot_curves(curves: dict[str, list[float]], path: str | os.PathLike, title: 
         "bon_top_p": ("BoN (top-p), N = n·k", dict(color="tab:orange", linestyle="-", marker="s")),
         "bon_gaussian": ("BoN (N), N = n·k", dict(color="tab:green", linestyle="-", marker="^")),
         "args": ("ARGS-greedy", dict(color="tab:red", linestyle="-.")),
+        "re_control": ("RE-Control", dict(color="tab:purple", linestyle="-.")),
+        "amortized": ("amortized AISP", dict(color="tab:cyan", linestyle="-.")),
         "greedy": ("greedy", dict(color="gray", linestyle="-.")),
     }
     fig, ax = plt.subplots(figsize=(6.4, 4.4))

@@ -33,8 +33,11 @@ class AISPConfig:
         metadata={"help": "kappa: AISP iterations; the sample budget per prompt is sample_size * n_iterations."},
     )
     sigma2: float = field(
-        default=0.5,
-        metadata={"help": "sigma^2: variance of the Gaussian pre-logit noise v_t ~ N(u_t, sigma^2 I)."},
+        default=0.25,
+        metadata={
+            "help": "sigma^2: variance of the Gaussian pre-logit noise v_t ~ N(u_t, sigma^2 I) per step and "
+            "dimension (the paper uses 0.5-0.7 on 8B models)."
+        },
     )
     lam: str = field(
         default="auto",
@@ -52,10 +55,11 @@ class AISPConfig:
         },
     )
     proposal: str = field(
-        default="iid",
+        default="ar1",
         metadata={
-            "help": "Noise proposal: 'iid' (the paper: v_t independent per step), 'steering' (one vector added at "
-            "every step: a search space of d instead of tau * d) or 'ar1' (v_t correlated over steps by rho)."
+            "help": "Noise proposal: 'ar1' (default: v_t correlated over steps by rho, unit marginal variance), "
+            "'iid' (the paper: v_t independent per step) or 'steering' (one vector added at every step: a search "
+            "space of d instead of tau * d)."
         },
     )
     rho: float = field(default=0.9, metadata={"help": "With proposal='ar1': correlation of v_t between steps, [0, 1)."})
@@ -71,14 +75,6 @@ class AISPConfig:
         metadata={
             "help": "Update the mean from every sample drawn so far, weighted against the mixture of all past "
             "proposals (adaptive multiple importance sampling, Cornuet et al. 2012), not only the last n."
-        },
-    )
-    no_repeat_ngram_size: int = field(
-        default=0,
-        metadata={
-            "help": "Repetition guard of the perturbed greedy decodes: no n-gram of this size occurs twice in a "
-            "response (transformers' `no_repeat_ngram_size`). Noise that stays correlated over steps can find "
-            "reward in repeating a phrase ('oh joy, oh joy, ...'); 0 turns the guard off (the paper)."
         },
     )
     alpha: float = field(
@@ -127,15 +123,6 @@ class AISPConfig:
         if not (isinstance(self.sigma_decay, int | float) and 0.0 < self.sigma_decay <= 1.0):
             raise ValueError(
                 f"`sigma_decay` must lie in (0, 1], got {self.sigma_decay!r}; 1 keeps sigma2 fixed, 0.8 shrinks it."
-            )
-        if (
-            isinstance(self.no_repeat_ngram_size, bool)
-            or not isinstance(self.no_repeat_ngram_size, int)
-            or self.no_repeat_ngram_size < 0
-        ):
-            raise ValueError(
-                f"`no_repeat_ngram_size` must be an integer >= 0, got {self.no_repeat_ngram_size!r}; 0 turns the "
-                "repetition guard off, 3 forbids any repeated 3-gram."
             )
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha <= 1.0):
             raise ValueError(f"`alpha` must lie in (0, 1], got {self.alpha!r}; the paper uses 0.99-0.99999.")

@@ -9,7 +9,7 @@ are detected where the call shapes show them, and raise instead of putting noise
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -154,6 +154,73 @@ def perturb_prelogits(model: nn.Module, perturbations: Tensor) -> Iterator[None]
     finally:
         for handle in handles:
             handle.remove()
+
+
+PrelogitTransform = Callable[[Tensor, int], Tensor]
+"""``(z_t, t) -> z_t'``: maps the pre-logits `(B, d)` of generated step ``t`` (0-based) to what the LM head sees."""
+
+
+@contextmanager
+def transform_prelogits(model: nn.Module, transform: PrelogitTransform, horizon: int | None = None) -> Iterator[None]:
+    """Replaces the last position's pre-logit ``z_t`` by ``transform(z_t, t)`` at the t-th call of the output layer.
+
+    The state-dependent counterpart of `perturb_prelogits`: the change is computed from ``z_t`` itself while decoding
+    (RE-Control's gradient ascent on a value function, a learned controller adding ``u_t = f(z_t)``), instead of
+    being drawn beforehand. The transform runs with gradients enabled (``generate`` runs under ``no_grad``) so that
+    it may differentiate through a value model; its result is detached. The hook exists only inside the ``with``
+    block and is removed in ``finally``, also when generation raises. As in `perturb_prelogits`, each call of the
+    output layer counts as one generated step, and a call seeing several positions after one-position calls
+    (assisted decoding) raises.
+
+    Args:
+        model (`torch.nn.Module`): a causal LM, possibly wrapped (see `find_output_layer`).
+        transform (`Callable[[torch.Tensor, int], torch.Tensor]`): ``(z, t) -> z'``, both of shape `(B, d)`.
+        horizon (`int`, *optional*): transform steps ``t < horizon`` only; later calls leave ``z_t`` untouched.
+
+    Example:
+        ```python
+        >>> with transform_prelogits(model, lambda z, t: z + 0.1 * z.sign()):
+        ...     out = model.generate(input_ids, attention_mask=mask, do_sample=False, max_new_tokens=16)
+        ```
+    """
+    head = find_output_layer(model)
+    if not callable(transform):
+        raise TypeError(f"`transform` must be a callable (z, t) -> z', got {type(transform).__name__}.")
+    step = 0
+    first_width: int | None = None
+
+    def apply(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+        nonlocal step, first_width
+        t, step = step, step + 1
+        hidden = args[0]  # (B, T, d); T == 1 inside generate
+        if t == 0:
+            first_width = hidden.shape[1]
+        elif first_width == 1 and hidden.shape[1] > 1:
+            raise ValueError(
+                f"the output layer saw {hidden.shape[1]} positions in one call at generated step {t + 1} after one "
+                "position per call before: assisted or prompt-lookup decoding verifies several tokens per call, so "
+                "the pre-logit transform would land on the wrong steps; remove those generation settings."
+            )
+        if horizon is not None and t >= horizon:
+            return None
+        last = hidden[:, -1]  # (B, d): the step being generated
+        with torch.enable_grad():
+            new = transform(last.detach(), t)
+        if not isinstance(new, Tensor) or new.shape != last.shape:
+            raise ValueError(
+                f"`transform` must return a tensor of the input's shape {tuple(last.shape)}, got "
+                f"{tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__}."
+            )
+        new = new.detach().to(hidden.dtype)[:, None]  # (B, 1, d)
+        if hidden.shape[1] == 1:
+            return (new, *args[1:])
+        return (torch.cat([hidden[:, :-1], new], dim=1), *args[1:])
+
+    handle = head.register_forward_pre_hook(apply)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _input_embeddings(model: nn.Module) -> nn.Module | None:

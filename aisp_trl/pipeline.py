@@ -27,8 +27,11 @@ import copy
 import importlib.util
 import json
 import logging
+import math
 import os
 import secrets
+import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -67,6 +70,7 @@ logger = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 RECORDS_FILE = "records.jsonl"
+MEANS_PREFIX = "means"
 RUN_FILE = "aisp_run.json"
 TRAINING_MARKER = "aisp_training.json"
 _AISP_FIELDS = (
@@ -80,7 +84,6 @@ _AISP_FIELDS = (
     "rho",
     "sigma_decay",
     "reuse_samples",
-    "no_repeat_ngram_size",
     "prompt_batch_size",
 )
 _AISP_DEFAULTS = {f.name: f.default for f in fields(AISPConfig)}
@@ -162,9 +165,6 @@ class AISPGenerationArguments:
     rho: float = field(default=_AISP_DEFAULTS["rho"], metadata=_AISP_HELP["rho"])
     sigma_decay: float = field(default=_AISP_DEFAULTS["sigma_decay"], metadata=_AISP_HELP["sigma_decay"])
     reuse_samples: bool = field(default=_AISP_DEFAULTS["reuse_samples"], metadata=_AISP_HELP["reuse_samples"])
-    no_repeat_ngram_size: int = field(
-        default=_AISP_DEFAULTS["no_repeat_ngram_size"], metadata=_AISP_HELP["no_repeat_ngram_size"]
-    )
     prompt_batch_size: int = field(default=4, metadata={"help": "Batched AISP: prompts per batch and process."})
     aisp_seed: int | None = field(
         default=0, metadata={"help": "Seed of the AISP noise (a fixed seed makes a resumed run reproducible)."}
@@ -203,6 +203,13 @@ class AISPGenerationArguments:
     )
     vllm_tensor_parallel_size: int = field(
         default=1, metadata={"help": "With use_vllm: GPUs the model is split over (tensor parallelism)."}
+    )
+    save_means: bool = field(
+        default=False,
+        metadata={
+            "help": "Store each prompt's final AISP mean U and the perturbation V of its best response (shape "
+            "(tau, d)) in shards/means-<rank>.safetensors, keyed by prompt id: the targets of recipes/amortize_aisp.py."
+        },
     )
     push_dataset_to_hub: str | None = field(
         default=None, metadata={"help": "Hub dataset repository id to push the generated dataset to."}
@@ -462,6 +469,38 @@ def _repair_shard(path: Path, chunk_size: int = 1 << 16) -> None:
         os.fsync(f.fileno())
 
 
+def means_path(output_dir: str | os.PathLike, rank: int) -> Path:
+    """``output_dir/shards/means-{rank:05d}.safetensors``: the stored means of one process's prompts."""
+    return Path(output_dir) / SHARD_DIR / f"{MEANS_PREFIX}-{rank:05d}.safetensors"
+
+
+def _append_means(path: Path, new: Mapping[str, torch.Tensor]) -> None:
+    """Adds tensors to a safetensors file: the old ones and the new ones go to a temporary file that replaces it in
+    one ``os.replace``, so a killed run leaves either the old file or the new one, never a cut one."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path)) if path.is_file() else {}
+    tensors.update({k: v.detach().float().cpu().contiguous() for k, v in new.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_means(output_dir: str | os.PathLike) -> dict[int, dict[str, torch.Tensor]]:
+    """The means stored by ``run_generation(..., save_means=True)``: prompt id -> ``{"mean": U, "best": V}``, each of
+    shape `(tau, d)` (`(1, d)` means for the steering proposal), float32 on CPU."""
+    from safetensors.torch import load_file
+
+    means: dict[int, dict[str, torch.Tensor]] = {}
+    for path in sorted((Path(output_dir) / SHARD_DIR).glob(f"{MEANS_PREFIX}-*.safetensors")):
+        for key, tensor in load_file(str(path)).items():
+            prompt_id, name = key.split(".", 1)
+            means.setdefault(int(prompt_id), {})[name] = tensor
+    return means
+
+
 def load_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """All records in ``output_dir``'s shards, one per prompt id, sorted by prompt id."""
     by_id: dict[int, dict[str, Any]] = {}
@@ -591,6 +630,7 @@ def run_generation(
     model_name: str | None = None,
     reward_name: str | None = None,
     method: str = "aisp",
+    save_means: bool = False,
 ) -> list[dict[str, Any]]:
     """Runs AISP on every prompt exactly once, sharded over processes and resumable; returns all records.
 
@@ -618,12 +658,18 @@ def run_generation(
             best-of-N baseline at the same budget ``N = n * kappa`` (``"bon_top_p"``: trl's top-p sampling, p = 0.9,
             T = 1; ``"bon_gaussian"``: BoN (N), zero-mean pre-logit noise with ``sigma2``), so that datasets built
             from each differ only in their source. Recorded and checked on resume.
+        save_means (`bool`, defaults to False): also store each prompt's final mean ``U`` and the perturbation ``V``
+            of its best response (`(tau, d)` each) in ``shards/means-{rank:05d}.safetensors`` under the keys
+            ``"{prompt_id}.mean"`` and ``"{prompt_id}.best"`` (read them with `load_means`). Written before the
+            prompt's record, so every record on disk has its means; resuming with ``save_means=True`` a run whose
+            records lack them raises. AISP only (the best-of-N baselines have no mean).
 
     Returns:
         `list[dict]`: one record per prompt, sorted by ``prompt_id``: ``AISPResult.to_dict()`` (``prompt`` is the
         text the reward saw, ``samples``, ``best``, curves, ESS) plus ``prompt_id``, ``prompt_input`` (the prompt as
         given), ``query`` (the framed text the model saw) and ``greedy`` (``completion``, ``completion_ids``,
-        ``reward`` of the base model's greedy response). The same list on every process, read from the shards.
+        ``reward`` of the base model's greedy response) and ``seconds`` (the prompt's share of its batch's search
+        time). The same list on every process, read from the shards.
 
     Raises:
         ValueError: If ``output_dir`` holds a run with other settings, another model, dtype or reward, or records of
@@ -648,6 +694,11 @@ def run_generation(
     identity = run_identity(model, reward, model_name, reward_name)
     if method not in GENERATION_METHODS:
         raise ValueError(f"`method` must be one of {GENERATION_METHODS}, got {method!r}.")
+    if save_means and method != "aisp":
+        raise ValueError(
+            f"`save_means=True` stores AISP's means, but `method` is {method!r}, which has none; use method='aisp' "
+            "or save_means=False."
+        )
     settings = _run_settings(config, max_new_tokens, framing, max_prompt_length, identity)
     if method != "aisp":  # runs of earlier versions (AISP only) keep resuming without this key
         settings["method"] = method
@@ -665,6 +716,14 @@ def run_generation(
                 f"`output_dir` {str(output_dir)!r} holds a record for prompt {prompt_id} with another prompt "
                 f"({record['query']!r:.60}) than now ({queries[prompt_id]!r:.60}); keep the prompt list (and order) "
                 "of the interrupted run, or use a fresh `output_dir`."
+            )
+    if save_means and done:
+        stored = load_means(output_dir)
+        lacking = sorted(i for i in done if "mean" not in stored.get(i, {}) or "best" not in stored.get(i, {}))
+        if lacking:
+            raise ValueError(
+                f"`output_dir` {str(output_dir)!r} holds records of prompts {lacking[:10]} without stored means (the "
+                "run was started with save_means=False); use a fresh `output_dir` to store the means of every prompt."
             )
     state.wait_for_everyone()
     if state.is_main_process:
@@ -685,7 +744,9 @@ def run_generation(
         )
         with progress, own_shard.open("a") as shard:
             for batch in batches:
+                start = time.perf_counter()
                 results = sampler.search([query_ids[i] for i in batch], prompts=[reward_prompts[i] for i in batch])
+                seconds = (time.perf_counter() - start) / len(batch)  # the batch's search time, shared equally
                 greedy = greedy_records(
                     model,
                     tokenizer,
@@ -695,6 +756,15 @@ def run_generation(
                     max_new_tokens,
                     greedy_batch_size or batch_size,
                 )
+                if save_means:  # before the records: a record on disk always has its means
+                    _append_means(
+                        means_path(output_dir, state.process_index),
+                        {
+                            f"{prompt_id}.{name}": tensor
+                            for prompt_id, result in zip(batch, results, strict=True)
+                            for name, tensor in (("mean", result.final_mean), ("best", result.best_perturbation))
+                        },
+                    )
                 for prompt_id, result, base in zip(batch, results, greedy, strict=True):
                     record = {
                         "prompt_id": prompt_id,
@@ -702,6 +772,7 @@ def run_generation(
                         "query": queries[prompt_id],
                         **result.to_dict(),
                         "greedy": base,
+                        "seconds": seconds,
                     }
                     shard.write(json.dumps(record) + "\n")
                 shard.flush()
@@ -812,6 +883,7 @@ def generate_for_training(
         model_name=model_name,
         reward_name=args.reward,
         method=args.generation_method,
+        save_means=args.save_means,
     )
     if args.use_vllm:  # free the engine (its process and memory) before the HF model for training loads
         free_llm(model)
@@ -927,7 +999,7 @@ def evaluate_greedy(
 
 
 def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean AISP best reward, mean base greedy reward and the mean best-so-far curve over the records."""
+    """Mean AISP best reward, mean base greedy reward (and both per prompt) and the mean best-so-far curve."""
     best = [float(r["best"]["reward"]) for r in records]
     greedy = [float(r["greedy"]["reward"]) for r in records if r.get("greedy")]
     curves = [r["best_so_far"] for r in records if r.get("best_so_far")]
@@ -936,14 +1008,108 @@ def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "num_prompts": len(records),
         "aisp_best_reward": sum(best) / len(best) if best else float("nan"),
         "greedy_reward": sum(greedy) / len(greedy) if greedy else float("nan"),
+        "aisp_best_rewards": best,
+        "greedy_rewards": greedy,
         "best_so_far_curve": [sum(c[k] for c in curves) / len(curves) for k in range(length)],
     }
 
 
+MIN_RESULT_PROMPTS = 24
+"""Held-out prompts below which a report says it is a smoke test: with fewer, a 95% CI of a mean reward is wider than
+the differences the recipes are after, and one seed hides how much the result moves with the data."""
+
+
+def smoke_test_warning(
+    num_prompts: int,
+    num_seeds: int = 1,
+    fix: str = "raise `num_eval_prompts`, and compare seeds with benchmarks/bench_finetune.py",
+) -> str | None:
+    """The warning line of a report evaluated on ``num_prompts`` held-out prompts and ``num_seeds`` seeds, or `None`.
+
+    Args:
+        num_prompts (`int`): held-out prompts behind the report's means.
+        num_seeds (`int`, defaults to 1): seeds behind them.
+        fix (`str`): what to change, in the caller's terms (the recipes' flag by default).
+
+    Returns:
+        `str` when ``num_prompts < MIN_RESULT_PROMPTS``: e.g. ``"8 prompts, one seed: a smoke test, not a result
+        ..."``; else `None`.
+    """
+    if num_prompts >= MIN_RESULT_PROMPTS:
+        return None
+    seeds = "one seed" if num_seeds == 1 else f"{num_seeds} seeds"
+    return (
+        f"{num_prompts} prompts, {seeds}: a smoke test, not a result (fewer than {MIN_RESULT_PROMPTS} held-out "
+        f"prompts; {fix})."
+    )
+
+
+def report_uncertainty(
+    per_prompt: Mapping[str, Sequence[float]],
+    pairs: Sequence[tuple[str, str]] = (),
+    num_eval_prompts: int | None = None,
+    num_seeds: int = 1,
+) -> dict[str, Any]:
+    """How sure a report's mean rewards are: per mean its prompt count, 95% bootstrap CI and standard deviation.
+
+    Args:
+        per_prompt (`Mapping[str, Sequence[float]]`): name -> one reward per prompt (the names of ``rewards``).
+        pairs (`Sequence[tuple[str, str]]`): ``(a, b)`` names scored on the same prompts, compared pairwise (mean
+            of ``a - b`` with its 95% CI and win / tie / loss rates, `aisp_trl.stats.paired_comparison`).
+        num_eval_prompts (`int`, *optional*): held-out prompts evaluated; below `MIN_RESULT_PROMPTS` a ``warning``
+            is added (see `smoke_test_warning`).
+        num_seeds (`int`, defaults to 1): seeds behind the numbers.
+
+    Returns:
+        `dict` with ``uncertainty`` (name -> ``{"prompts", "mean", "ci95", "std"}``), ``paired`` (``"a − b"`` ->
+        the comparison; only with ``pairs``) and ``warning`` (only when it applies): merge it into the report.
+    """
+    from .stats import bootstrap_ci, paired_comparison
+
+    uncertainty = {}
+    for name, values in per_prompt.items():
+        mean, low, high = bootstrap_ci([float(v) for v in values])
+        finite = [float(v) for v in values if math.isfinite(float(v))]
+        spread = statistics.stdev(finite) if len(finite) > 1 else float("nan")
+        uncertainty[name] = {"prompts": len(finite), "mean": mean, "ci95": [low, high], "std": spread}
+    result: dict[str, Any] = {"uncertainty": uncertainty}
+    if pairs:
+        result["paired"] = {
+            f"{a} − {b}": paired_comparison([list(per_prompt[a])], [list(per_prompt[b])]) for a, b in pairs
+        }
+    warning = smoke_test_warning(num_eval_prompts, num_seeds) if num_eval_prompts is not None else None
+    if warning:
+        result["warning"] = warning
+    return result
+
+
 def report_rewards_table(report: Mapping[str, Any]) -> str:
-    """The report's ``rewards`` (name -> mean reward) and ``counts`` as a short markdown block (what recipes print)."""
-    lines = ["## Rewards", "", "| | mean reward |", "|---|---|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in report.get("rewards", {}).items()]
+    """The report's ``rewards`` (name -> mean reward) and ``counts`` as a short markdown block (what recipes print).
+
+    With the ``uncertainty`` of `report_uncertainty` the table also gives each mean's 95% bootstrap CI, standard
+    deviation and prompt count, then the ``paired`` differences; a ``warning`` is the block's first line.
+    """
+    uncertainty = report.get("uncertainty", {})
+    lines = ["## Rewards", ""]
+    if report.get("warning"):
+        lines += [f"> **Warning**: {report['warning']}", ""]
+    if uncertainty:
+        lines += ["| | mean reward | 95% CI | std | prompts |", "|---|---|---|---|---|"]
+        for name, value in report.get("rewards", {}).items():
+            u = uncertainty.get(name)
+            extra = f"[{u['ci95'][0]:.4f}, {u['ci95'][1]:.4f}] | {u['std']:.4f} | {u['prompts']}" if u else "| |"
+            lines.append(f"| {name} | {value:.4f} | {extra} |")
+    else:
+        lines += ["| | mean reward |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in report.get("rewards", {}).items()]
+    paired = report.get("paired", {})
+    if paired:
+        lines += ["", "| paired, same prompts | mean difference [95% CI] | wins / ties / losses |", "|---|---|---|"]
+        lines += [
+            f"| {name} | {p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}] | {p['wins']:.0%} / "
+            f"{p['ties']:.0%} / {p['losses']:.0%} |"
+            for name, p in paired.items()
+        ]
     counts = report.get("counts", {})
     if counts:
         lines += ["", ", ".join(f"{k}: {v}" for k, v in counts.items())]
@@ -954,7 +1120,8 @@ def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title
     """Writes ``report.json`` and ``report.md`` (a rewards table and the settings) to ``output_dir``.
 
     Args:
-        report (`Mapping`): ``rewards`` (name -> mean reward) is tabulated; other mappings become sections.
+        report (`Mapping`): ``rewards`` (name -> mean reward) is tabulated, with the ``uncertainty``, ``paired``
+            and ``warning`` of `report_uncertainty` when present; other mappings become sections.
 
     Returns:
         `Path`: the JSON file.
@@ -964,8 +1131,9 @@ def write_report(output_dir: str | os.PathLike, report: Mapping[str, Any], title
     json_path = output_dir / "report.json"
     json_path.write_text(json.dumps(report, indent=2, default=str))
     lines = [f"# {title}", ""]
-    scalars = {k: v for k, v in report.items() if k != "rewards" and not isinstance(v, Mapping)}
-    sections = {k: v for k, v in report.items() if k != "rewards" and isinstance(v, Mapping)}
+    tabulated = ("rewards", "uncertainty", "paired", "warning")  # in `report_rewards_table`
+    scalars = {k: v for k, v in report.items() if k not in tabulated and not isinstance(v, Mapping)}
+    sections = {k: v for k, v in report.items() if k not in tabulated and isinstance(v, Mapping)}
     lines += [f"- **{key.replace('_', ' ').capitalize()}**: {value}" for key, value in scalars.items()]
     lines += ["", report_rewards_table(report)]
     for key, value in sections.items():

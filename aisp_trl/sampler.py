@@ -85,6 +85,8 @@ class AISPResult:
             rewards did not vary); empty for best-of-n.
         final_mean: ``U^{kappa+1}``, shape `(horizon, d)` (`(1, d)` for the steering proposal), on CPU (``None``
             for best-of-n).
+        best_perturbation: the per-step perturbation ``V`` that decoded ``best``, shape `(horizon, d)`, on CPU
+            (``None`` for best-of-n); with ``final_mean``, the targets an amortized controller learns from.
     """
 
     prompt: str
@@ -97,6 +99,7 @@ class AISPResult:
     ess: list[float] = field(default_factory=list)
     lam: list[float] = field(default_factory=list)
     final_mean: Tensor | None = None
+    best_perturbation: Tensor | None = None
 
     @property
     def best(self) -> Sample:
@@ -108,9 +111,10 @@ class AISPResult:
         return sorted(self.samples, key=lambda s: -s.reward if abs(s.reward) < float("inf") else float("inf"))[:k]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable record (without ``final_mean``)."""
+        """A JSON-serialisable record (without ``final_mean`` and ``best_perturbation``)."""
         record = asdict(self)
         record.pop("final_mean")
+        record.pop("best_perturbation")
         record["best"] = asdict(self.best)
         return record
 
@@ -419,8 +423,7 @@ class AISPSampler(_SamplerBase):
         n_candidates (`int`, defaults to 1): texts returned per query by `generate`.
         generation_config (`GenerationConfig`, *optional*): base generation settings (forced greedy).
         n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples,
-            no_repeat_ngram_size, prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to
-            the reward's scale.
+            prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
         max_batch_rows (`int`, *optional*): decode the ``prompt_batch_size * sample_size`` rows of an iteration in
             slices of at most this many (GPU memory); the noise is drawn once per iteration, so the samples are the
             same as in one batch (up to floating-point noise). ``None`` decodes all rows at once.
@@ -459,7 +462,6 @@ class AISPSampler(_SamplerBase):
         rho: float = _DEFAULTS.rho,
         sigma_decay: float = _DEFAULTS.sigma_decay,
         reuse_samples: bool = _DEFAULTS.reuse_samples,
-        no_repeat_ngram_size: int = _DEFAULTS.no_repeat_ngram_size,
         prompt_batch_size: int = 1,
         max_batch_rows: int | None = None,
         show_progress: bool = False,
@@ -476,7 +478,6 @@ class AISPSampler(_SamplerBase):
             rho=rho,
             sigma_decay=sigma_decay,
             reuse_samples=reuse_samples,
-            no_repeat_ngram_size=no_repeat_ngram_size,
             n_candidates=n_candidates,
             prompt_batch_size=prompt_batch_size,
             seed=seed,
@@ -514,7 +515,6 @@ class AISPSampler(_SamplerBase):
             rho=config.rho,
             sigma_decay=config.sigma_decay,
             reuse_samples=config.reuse_samples,
-            no_repeat_ngram_size=config.no_repeat_ngram_size,
             prompt_batch_size=config.prompt_batch_size,
             **kwargs,
         )
@@ -579,8 +579,6 @@ class AISPSampler(_SamplerBase):
         tau_max = max(horizons)
         generation_kwargs = dict(generation_kwargs)  # _greedy_config moves generation settings into the config
         gen_config = self._greedy_config(tau_max, generation_kwargs)
-        if cfg.no_repeat_ngram_size:  # the repetition guard (a logits processor: it acts after the pre-logit noise)
-            gen_config.no_repeat_ngram_size = cfg.no_repeat_ngram_size
         rows = [q for q in queries for _ in range(n)]  # prompt j owns rows j*n .. j*n + n - 1
         row_horizons = [tau for tau in horizons for _ in range(n)]
         generators = [self._noise_generator(q, c) for q, c in zip(queries, calls, strict=True)]
@@ -588,6 +586,7 @@ class AISPSampler(_SamplerBase):
         # U^1 = 0: shape (tau_j, d), or (1, d) for a steering vector; on CPU
         means = [torch.zeros(proposal.mean_shape(tau, width)) for tau in horizons]
         history: list[list[tuple[Tensor, float, Tensor, Tensor]]] = [[] for _ in queries]  # for reuse_samples
+        best = [(-float("inf"), None)] * len(queries)  # per prompt: best finite reward so far and its V (tau, d)
         results = [
             AISPResult(prompt=p, query_ids=q, horizon=t, samples=[])
             for p, q, t in zip(prompts, queries, horizons, strict=True)
@@ -624,14 +623,22 @@ class AISPSampler(_SamplerBase):
                     Sample(texts[j * n + i], completions[j * n + i], completion_ids[j * n + i], float(r[i]), k, i)
                     for i in range(n)
                 )
-                # lines 18-20 (best so far) and 22-23 (weights of Eq. 18, then U^{k+1} = sum_i w^i V^i)
+                # lines 18-20: the best so far, with the V that decoded it (strictly better: first one on ties)
+                finite = torch.where(torch.isfinite(r), r, torch.full_like(r, -float("inf")))
+                i_best = int(finite.argmax())
+                if float(finite[i_best]) > best[j][0]:
+                    best[j] = (
+                        float(finite[i_best]),
+                        proposal.to_steps(samples[j][i_best : i_best + 1], horizons[j])[0],
+                    )
+                # lines 22-23: weights of Eq. 18, then U^{k+1} = sum_i w^i V^i
                 step = self._update(means[j], sigma2, samples[j], r, history[j])
                 means[j] = step.mean
                 _record_curves(result, r, float(step.ess))
                 result.lam.append(float(step.lam))
             progress.update(1)
-        for result, mean in zip(results, means, strict=True):
-            result.final_mean = mean
+        for result, mean, (_, v_best) in zip(results, means, best, strict=True):
+            result.final_mean, result.best_perturbation = mean, v_best
         return results
 
     def _update(self, mean: Tensor, sigma2: float, samples: Tensor, rewards: Tensor, history: list[tuple]) -> StepInfo:
@@ -784,8 +791,11 @@ class GreedySampler(_SamplerBase):
         results: list[AISPResult | None] = [None] * len(queries)
         for batch in self._prompt_batches(queries):  # sorted by length, prompt_batch_size at a time
             kwargs = dict(generation_kwargs)
-            config = self._greedy_config(max(horizons[i] for i in batch), kwargs, perturbed=False)
+            transform = self._prelogit_transform()
+            config = self._greedy_config(max(horizons[i] for i in batch), kwargs, perturbed=transform is not None)
             rows = [queries[i] for i in batch]
+            if transform is not None:  # a controlled greedy decode (RE-Control, an amortized controller)
+                kwargs["transform"] = transform
             completion_ids = self.decoder.greedy(rows, [horizons[i] for i in batch], config, **kwargs)
             texts, completions, rewards = self._score(
                 [queries[i] for i in batch], [prompt_texts[i] for i in batch], completion_ids, skip_special_tokens
@@ -795,6 +805,11 @@ class GreedySampler(_SamplerBase):
                 results[i] = AISPResult(prompt_texts[i], queries[i], horizons[i], [sample])
                 _record_curves(results[i], rewards[j : j + 1], 1.0)
         return results  # type: ignore[return-value]
+
+    def _prelogit_transform(self) -> Any:
+        """``(z_t, t) -> z_t'`` applied to the pre-logits while decoding, or None (plain greedy). Subclasses that
+        steer the decode (`aisp_trl.baselines.REControlSampler`, `aisp_trl.controllers.AmortizedSampler`) return one."""
+        return None
 
 
 def _record_curves(result: AISPResult, rewards: Tensor, ess: float) -> None:

@@ -5,6 +5,8 @@
 - `bootstrap_ci`: a percentile bootstrap confidence interval of a mean (resampling prompts).
 - `paired_comparison`: mean paired difference with its bootstrap CI and win / tie / loss rates.
 - `samples_to_match`: how many best-of-N samples reach a given reward on a best-of-m curve (interpolated).
+- `bootstrap_ratio_ci`: a ratio of two means over the same prompts (e.g. the fraction of a gap recovered) with a
+  paired bootstrap confidence interval.
 
 Example:
     ```python
@@ -24,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "expected_best_of", "expected_best_of_curve", "paired_comparison", "samples_to_match"]
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap_ratio_ci",
+    "expected_best_of",
+    "expected_best_of_curve",
+    "paired_comparison",
+    "samples_to_match",
+]
 
 
 def expected_best_of(rewards: Sequence[float], m: int) -> float:
@@ -77,6 +86,51 @@ def bootstrap_ci(
     means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
     tail = (1.0 - level) / 2
     return (float(x.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail)))
+
+
+def bootstrap_ratio_ci(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    n_resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``mean(numerators) / mean(denominators)`` with a paired percentile bootstrap confidence interval.
+
+    Prompts are resampled together (the numerator and denominator of one prompt stay paired), so the interval of
+    e.g. the fraction of the base -> AISP gap a distilled model recovers, ``P = mean(distilled - base) /
+    mean(AISP - base)``, accounts for both means varying with the prompts. Pairs with a non-finite value are dropped.
+
+    Args:
+        numerators, denominators (`Sequence[float]`): one value per prompt each, same prompts in the same order.
+        n_resamples (`int`, defaults to 10000): bootstrap resamples.
+        level (`float`, defaults to 0.95): the interval's coverage.
+        seed (`int`, defaults to 0): seed of the resampling.
+
+    Returns:
+        `tuple` ``(ratio, low, high)``: NaNs when no pair is finite or the denominators' mean is 0. Resamples whose
+        denominator mean is 0 are left out of the interval.
+
+    Raises:
+        ValueError: If the two sequences differ in length.
+    """
+    num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(
+            f"`numerators` and `denominators` must be 1-D and of the same length (one value per prompt), got shapes "
+            f"{num.shape} and {den.shape}."
+        )
+    keep = np.isfinite(num) & np.isfinite(den)
+    num, den = num[keep], den[keep]
+    if len(num) == 0 or den.mean() == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(num), size=(n_resamples, len(num)))
+    means_num, means_den = num[index].mean(axis=1), den[index].mean(axis=1)
+    valid = means_den != 0
+    ratios = means_num[valid] / means_den[valid]
+    tail = (1.0 - level) / 2
+    return (float(num.mean() / den.mean()), float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail)))
 
 
 def paired_comparison(

@@ -29,7 +29,6 @@ status 2; set `AISP_TRL_DEBUG=1` for the traceback.
 from __future__ import annotations
 
 import argparse
-import copy
 
 from aisp_trl.data import build_preference_dataset
 from aisp_trl.pipeline import (
@@ -38,15 +37,17 @@ from aisp_trl.pipeline import (
     generate_for_training,
     mark_training_finished,
     report_rewards_table,
+    report_uncertainty,
     summarize_records,
     write_report,
 )
+from aisp_trl.training import train_dpo
 
 
 def main(script_args: AISPGenerationArguments, training_args, model_args) -> dict:
     """Runs generation, DPO and evaluation; returns the report (also written to ``training_args.output_dir``)."""
     from accelerate import PartialState
-    from trl import DPOTrainer, get_peft_config
+    from trl import get_peft_config
 
     previous = finished_training(training_args.output_dir, script_args.overwrite_output_dir, PartialState())
     if previous is not None:  # a rerun of a finished command: say so and keep the trained model
@@ -74,20 +75,10 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
     run.save(dataset, "preference_dataset", kind="preference", counts=counts)
     base_eval = run.evaluate(run.model)
 
-    peft_config = get_peft_config(model_args)
     # With LoRA the adapters are switched off for the reference; otherwise a frozen copy (DESIGN section 5)
-    ref_model = None if peft_config is not None else copy.deepcopy(run.model).eval()
-    trainer = DPOTrainer(
-        model=run.model,
-        ref_model=ref_model,
-        args=training_args,
-        train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-        processing_class=run.tokenizer,
-        peft_config=peft_config,
-    )
-    train_result = trainer.train()
-    trainer.save_model(training_args.output_dir)
-    tuned_eval = run.evaluate(trainer.model)
+    outcome = train_dpo(run.model, run.tokenizer, dataset, training_args, get_peft_config(model_args))
+    outcome.trainer.save_model(training_args.output_dir)
+    tuned_eval = run.evaluate(outcome.model)
 
     report = {
         "method": f"DPO ({', '.join(training_args.loss_type)}) on AISP preference pairs "
@@ -105,11 +96,23 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             "eval_prompts": len(run.eval_prompts),
             "pairs": len(dataset),
         },
-        "training": {"train_loss": train_result.training_loss, "steps": train_result.global_step},
+        "training": outcome.summary(),
         "aisp_best_so_far_curve": summary["best_so_far_curve"],
         "generation": script_args.run_info(),
         "held_out": {"base": base_eval["completions"], "dpo": tuned_eval["completions"]},
     }
+    # every mean with its prompt count and 95% CI, the paired gain over the base, and a warning on few prompts
+    per_prompt = {
+        "base greedy (held-out)": base_eval["rewards"],
+        "DPO greedy (held-out)": tuned_eval["rewards"],
+        "base greedy (train prompts)": summary["greedy_rewards"],
+        "AISP best (train prompts)": summary["aisp_best_rewards"],
+    }
+    pairs = [
+        ("DPO greedy (held-out)", "base greedy (held-out)"),
+        ("AISP best (train prompts)", "base greedy (train prompts)"),
+    ]
+    report |= report_uncertainty(per_prompt, pairs, num_eval_prompts=len(run.eval_prompts))
     if run.state.is_main_process:
         path = write_report(training_args.output_dir, report, title="AISP + DPO report")
         mark_training_finished(training_args.output_dir, report)

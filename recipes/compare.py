@@ -1,6 +1,7 @@
 """Compare AISP with its baselines at the same sample budget: rewards, Fig. 3 curves, diversity, coherence, KL, time.
 
-Runs the chosen methods (`aisp`, `bon_top_p`, `bon_gaussian`, `args`, `greedy`) on a prompt set, every best-of-n
+Runs the chosen methods (`aisp`, `bon_top_p`, `bon_gaussian`, `args`, `greedy`, and the trained `re_control` and
+`amortized`, whose training cost is reported beside their decode cost) on a prompt set, every best-of-n
 baseline with ``N = n * kappa`` samples per prompt, and writes to ``--output_dir``: ``results.json`` (per method and
 prompt: best reward, best text, seconds; summaries; AISP's paired win rates; curves), ``results.md`` (the table) and
 ``curves.png`` (the paper's Fig. 3: AISP mean / best at k and best so far, BoN best of N = n·k). The logic lives in
@@ -17,6 +18,11 @@ python recipes/compare.py --config recipes/configs/compare_smollm2.yaml --reward
 # fewer methods, your own model and reward model
 python recipes/compare.py --config recipes/configs/compare_smollm2.yaml --methods aisp bon_top_p \
     --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --reward OpenAssistant/reward-model-deberta-v3-large-v2
+
+# trained methods: RE-Control's value model and the amortized AISP controller, fitted on 'general:train' prompts
+python recipes/re_control.py --config recipes/configs/re_control_smollm2.yaml
+python recipes/amortize_aisp.py --config recipes/configs/amortize_smollm2.yaml
+python recipes/compare.py --config recipes/configs/compare_controllers_smollm2.yaml
 ```
 
 Run the commands with the virtual environment active (`. .venv/bin/activate`) or as `.venv/bin/python ...`. Bad

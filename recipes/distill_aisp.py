@@ -42,15 +42,17 @@ from aisp_trl.pipeline import (
     generate_for_training,
     mark_training_finished,
     report_rewards_table,
+    report_uncertainty,
     summarize_records,
     write_report,
 )
+from aisp_trl.training import train_sft
 
 
 def main(script_args: AISPGenerationArguments, training_args, model_args) -> dict:
     """Runs generation, SFT and evaluation; returns the report (also written to ``training_args.output_dir``)."""
     from accelerate import PartialState
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
 
     previous = finished_training(training_args.output_dir, script_args.overwrite_output_dir, PartialState())
     if previous is not None:  # a rerun of a finished command: say so and keep the trained model
@@ -61,16 +63,9 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
     run.save(dataset, "sft_dataset", kind="sft", counts={"prompts": len(run.records), "rows": len(dataset)})
     base_eval = run.evaluate(run.model)
 
-    trainer = SFTTrainer(
-        model=run.model,
-        args=training_args,
-        train_dataset=dataset.select_columns(["prompt", "completion"]),
-        processing_class=run.tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    train_result = trainer.train()
-    trainer.save_model(training_args.output_dir)
-    distilled_eval = run.evaluate(trainer.model)
+    outcome = train_sft(run.model, run.tokenizer, dataset, training_args, get_peft_config(model_args))
+    outcome.trainer.save_model(training_args.output_dir)
+    distilled_eval = run.evaluate(outcome.model)
 
     report = {
         "method": "AISP distillation (SFT on AISP's best samples)",
@@ -87,7 +82,7 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             "eval_prompts": len(run.eval_prompts),
             "sft_rows": len(dataset),
         },
-        "training": {"train_loss": train_result.training_loss, "steps": train_result.global_step},
+        "training": outcome.summary(),
         "aisp_best_so_far_curve": summary["best_so_far_curve"],
         "generation": script_args.run_info(),
         "held_out": {
@@ -95,6 +90,18 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             "distilled": distilled_eval["completions"],
         },
     }
+    # every mean with its prompt count and 95% CI, the paired gain over the base, and a warning on few prompts
+    per_prompt = {
+        "base greedy (held-out)": base_eval["rewards"],
+        "distilled greedy (held-out)": distilled_eval["rewards"],
+        "base greedy (train prompts)": summary["greedy_rewards"],
+        "AISP best (train prompts)": summary["aisp_best_rewards"],
+    }
+    pairs = [
+        ("distilled greedy (held-out)", "base greedy (held-out)"),
+        ("AISP best (train prompts)", "base greedy (train prompts)"),
+    ]
+    report |= report_uncertainty(per_prompt, pairs, num_eval_prompts=len(run.eval_prompts))
     if run.state.is_main_process:
         path = write_report(training_args.output_dir, report, title="AISP distillation report")
         mark_training_finished(training_args.output_dir, report)

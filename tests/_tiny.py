@@ -28,10 +28,10 @@ def make_tokenizer(pad: bool = True) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<pad>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", padding_side="left")
-    if pad:
-        tok.pad_token = "<pad>"
-    return tok
+    # the pad token goes through the constructor: set afterwards, transformers 5 does not treat it as special and
+    # `decode(skip_special_tokens=True)` keeps "<pad>", unlike the same tokenizer saved and loaded again
+    specials = {"pad_token": "<pad>"} if pad else {}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", padding_side="left", **specials)
 
 
 def make_model(arch: str = "llama", seed: int = 0, hidden: int = 32) -> nn.Module:

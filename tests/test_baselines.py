@@ -32,7 +32,9 @@ def _query(tok, text: str = "the cat") -> list[int]:
 def test_gaussian_bon_is_aisp_with_one_iteration(llama, tok):
     kwargs = dict(sample_size=4, seed=3, sigma2=1.0)
     bon = GaussianBestOfNSampler(llama, tok, letter_reward("e"), LengthSampler(6, 7), **kwargs)
-    aisp = AISPSampler(llama, tok, letter_reward("e"), LengthSampler(6, 7), n_iterations=1, lam=1e-8, **kwargs)
+    aisp = AISPSampler(
+        llama, tok, letter_reward("e"), LengthSampler(6, 7), n_iterations=1, lam=1e-8, proposal="iid", **kwargs
+    )
     queries = [_query(tok), _query(tok, "a dog")]
     bon_results, aisp_results = bon.search(queries), aisp.search(queries)
     for b, a in zip(bon_results, aisp_results, strict=True):

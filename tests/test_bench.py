@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from _tiny import letter_reward, make_model, make_tokenizer
 from scripts.tiny_checkpoints import save_tiny_lm
 
@@ -18,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _script(name: str):

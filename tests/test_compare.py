@@ -28,13 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls are ~50x slower with 2 threads on a busy 2-core machine; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe():

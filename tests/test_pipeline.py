@@ -17,12 +17,15 @@ from _tiny import EOS_ID, letter_reward, make_model, make_tokenizer
 from aisp_trl import AISPConfig
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, load_prompts
 from aisp_trl.pipeline import (
+    MIN_RESULT_PROMPTS,
     RECORDS_FILE,
     AISPGenerationArguments,
     evaluate_greedy,
     load_records,
+    report_uncertainty,
     run_generation,
     shard_path,
+    smoke_test_warning,
     summarize_records,
     write_report,
 )
@@ -35,13 +38,7 @@ CONFIG = AISPConfig(sample_size=4, n_iterations=2, prompt_batch_size=1, seed=0)
 KW = dict(max_new_tokens=6, framing="none", show_progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls are ~50x slower with 2 threads on a busy 2-core machine; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +266,24 @@ def test_evaluate_greedy_and_report(lm, tmp_path):
     assert json.loads(path.read_text())["rewards"] == {"base": 0.5}
     markdown = (tmp_path / "report.md").read_text()
     assert "# T" in markdown and "| base | 0.5000 |" in markdown and "`n`: 3" in markdown
+
+
+def test_report_uncertainty_and_smoke_test_warning(tmp_path):
+    per_prompt = {"base": [0.0, 0.2, 0.4], "tuned": [0.1, 0.4, 0.4]}
+    extra = report_uncertainty(per_prompt, [("tuned", "base")], num_eval_prompts=3)
+    base = extra["uncertainty"]["base"]
+    assert base["prompts"] == 3 and base["mean"] == pytest.approx(0.2) and base["std"] == pytest.approx(0.2)
+    assert -1e-9 <= base["ci95"][0] <= 0.2 <= base["ci95"][1] <= 0.4 + 1e-9
+    paired = extra["paired"]["tuned − base"]
+    assert paired["diff"] == pytest.approx(0.1) and paired["wins"] == pytest.approx(2 / 3)
+    assert extra["warning"].startswith("3 prompts, one seed: a smoke test, not a result")
+    assert smoke_test_warning(MIN_RESULT_PROMPTS) is None and "3 seeds" in smoke_test_warning(8, num_seeds=3)
+    assert "warning" not in report_uncertainty(per_prompt, num_eval_prompts=MIN_RESULT_PROMPTS)
+    report = {"rewards": {"base": 0.2, "tuned": 0.3}, **extra}
+    write_report(tmp_path, report)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "> **Warning**: 3 prompts, one seed" in markdown and "| tuned − base | +0.1000 [" in markdown
+    assert "| base | 0.2000 | [" in markdown and "| 3 |" in markdown and "`prompts`" not in markdown
 
 
 # -- two processes -------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import load_from_disk
 from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
@@ -25,13 +24,7 @@ def _recipe(name: str):
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls are ~50x slower with 2 threads on a busy 2-core machine; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,18 @@ def test_distill_recipe_end_to_end(checkpoints, tmp_path, capsys):
     assert report["counts"] == {"train_prompts": 4, "eval_prompts": 2, "sft_rows": 4}
     assert report["training"]["steps"] == 2
     assert json.loads((tmp_path / "report.json").read_text())["rewards"] == report["rewards"]
-    assert "| distilled greedy (held-out) |" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| distilled greedy (held-out) |" in markdown
+    # the report states its own uncertainty: prompt counts, a 95% CI per mean, the paired gain, and a warning
+    held_out = report["uncertainty"]["distilled greedy (held-out)"]
+    assert held_out["prompts"] == 2 and held_out["ci95"][0] <= held_out["mean"] <= held_out["ci95"][1]
+    assert held_out["mean"] == pytest.approx(report["rewards"]["distilled greedy (held-out)"])
+    assert report["uncertainty"]["AISP best (train prompts)"]["prompts"] == 4
+    assert report["paired"]["distilled greedy (held-out) − base greedy (held-out)"]["pairs"] == 2
+    warning = "2 prompts, one seed: a smoke test, not a result"
+    assert warning in report["warning"] and warning in markdown and warning in capsys.readouterr().out
+    assert "| mean reward | 95% CI | std | prompts |" in markdown
+    assert report["training"]["update_norm"] > 0  # the model did change
     dataset_dir = tmp_path / "aisp" / "sft_dataset"  # the folder the README names loads as is
     assert load_from_disk(str(dataset_dir)).column_names == ["prompt", "completion", "prompt_id", "reward"]
     card = (dataset_dir / "README.md").read_text()
@@ -104,7 +108,9 @@ def test_dpo_recipe_end_to_end_with_lora(checkpoints, tmp_path):
         assert row["margin"] == pytest.approx(row["chosen_reward"] - row["rejected_reward"])
     assert any(m > 0 for m in dataset["margin"])  # the random reward model tells the samples apart
     assert (tmp_path / "adapter_model.safetensors").is_file()  # LoRA adapters, reference = adapters off
-    assert (tmp_path / "report.md").is_file()
+    assert "2 prompts, one seed: a smoke test" in (tmp_path / "report.md").read_text()
+    assert report["uncertainty"]["DPO greedy (held-out)"]["prompts"] == 2
+    assert report["training"]["changed_tensors"] == report["training"]["trainable_tensors"] > 0  # every LoRA tensor
 
 
 def test_dpo_recipe_without_lora_uses_a_reference_copy(checkpoints, tmp_path):

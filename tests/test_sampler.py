@@ -92,7 +92,7 @@ def test_search_records_every_sample_curves_and_ess(model, tok):
 
 
 def test_theorem_3_3_kappa_one_tiny_lambda_is_best_of_gaussian_candidates(model, tok):
-    sampler = _aisp(model, tok, sample_size=6, n_iterations=1, lam=1e-9, alpha=0.999)
+    sampler = _aisp(model, tok, sample_size=6, n_iterations=1, lam=1e-9, alpha=0.999, proposal="iid")
     query = _ids(tok, "the cat")
     result = sampler.search(query)[0]
     # the same candidates: re-draw the sampler's noise stream for this query
@@ -439,14 +439,12 @@ def _repeats_an_ngram(ids: list[int], n: int) -> bool:
     return len(grams) != len(set(grams))
 
 
-def test_repetition_guard_blocks_repeated_ngrams_and_defaults_off(model, tok):
-    def completions(**kw):
-        result = _aisp(model, tok, tau=24, proposal="steering", sigma2=4.0, **kw).search(_ids(tok, "the cat"))[0]
-        return [s.completion_ids for s in result.samples]
+def test_generation_kwargs_repetition_guard_acts_after_the_noise(model, tok):
+    def completions(**generation_kwargs):
+        sampler = _aisp(model, tok, tau=24, proposal="steering", sigma2=4.0)
+        return [s.completion_ids for s in sampler.search(_ids(tok, "the cat"), **generation_kwargs)[0].samples]
 
     unguarded = completions()
     assert any(_repeats_an_ngram(ids, 2) for ids in unguarded)  # the tiny model loops: the guard has work to do
-    guarded = completions(no_repeat_ngram_size=2)
+    guarded = completions(no_repeat_ngram_size=2)  # a logits processor: it sees the perturbed logits
     assert len(guarded) == 12 and not any(_repeats_an_ngram(ids, 2) for ids in guarded)
-    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
-        _aisp(model, tok, no_repeat_ngram_size=-1)

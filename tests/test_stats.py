@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from aisp_trl.stats import bootstrap_ci, expected_best_of, expected_best_of_curve, paired_comparison, samples_to_match
+from aisp_trl.stats import (
+    bootstrap_ci,
+    bootstrap_ratio_ci,
+    expected_best_of,
+    expected_best_of_curve,
+    paired_comparison,
+    samples_to_match,
+)
 
 
 def test_expected_best_of_by_hand():
@@ -46,3 +53,15 @@ def test_samples_to_match_interpolates():
     assert samples_to_match(curve, 0.2) == pytest.approx(1.5)
     assert samples_to_match(curve, 0.45) == pytest.approx(4.0)
     assert samples_to_match(curve, 0.5) == math.inf
+
+
+def test_bootstrap_ratio_ci_is_the_ratio_of_means_with_a_paired_interval():
+    # gap recovered per prompt: (distilled - base) / (aisp - base); the ratio is of the means, not a mean of ratios
+    ratio, low, high = bootstrap_ratio_ci([0.1, 0.3, 0.2, math.nan], [0.2, 0.4, 0.4, 1.0], n_resamples=2000)
+    assert ratio == pytest.approx(0.6 / 1.0)  # the NaN pair is dropped
+    assert low <= ratio <= high and high - low > 0
+    # numerators proportional to the denominators: every resample gives the same ratio
+    assert bootstrap_ratio_ci([0.5, 1.0, 1.5], [1.0, 2.0, 3.0], n_resamples=500) == pytest.approx((0.5, 0.5, 0.5))
+    assert all(math.isnan(v) for v in bootstrap_ratio_ci([1.0, 2.0], [1.0, -1.0]))  # no gap to recover
+    with pytest.raises(ValueError, match="same length"):
+        bootstrap_ratio_ci([1.0], [1.0, 2.0])

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from torch import Tensor
 from transformers import GenerationConfig
 
+from ..hooks import PrelogitTransform
 from .hf import HFDecoder
 from .noise import NoiseDraw, PrelogitNoise
 
@@ -42,10 +43,14 @@ class Decoder(Protocol):
         horizons: list[int],
         config: GenerationConfig,
         perturbations: Tensor | PrelogitNoise | None = None,
+        *,
+        transform: PrelogitTransform | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding; with ``perturbations`` (a `(rows, tau, d)` tensor, or a `PrelogitNoise` whose `dense()`
-        is that tensor), ``v_t`` is added to the pre-logit at step t."""
+        is that tensor), ``v_t`` is added to the pre-logit at step t; with ``transform`` (``(z_t, t) -> z_t'``, rows of
+        `(rows, d)`), the LM head sees ``transform(z_t, t)`` instead (state-dependent controllers: RE-Control, an
+        amortized AISP controller; HF only). Only the greedy path takes one."""
         ...
 
     def sample(

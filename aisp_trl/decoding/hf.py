@@ -10,7 +10,14 @@ from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from .._compat import cache_kwarg, output_cache
-from ..hooks import find_output_layer, generation_model, perturb_prelogits, unwrap_model
+from ..hooks import (
+    PrelogitTransform,
+    find_output_layer,
+    generation_model,
+    perturb_prelogits,
+    transform_prelogits,
+    unwrap_model,
+)
 from .noise import PrelogitNoise
 
 
@@ -50,14 +57,19 @@ class HFDecoder:
         horizons: list[int],
         config: GenerationConfig,
         perturbations: Tensor | PrelogitNoise | None = None,
+        *,
+        transform: PrelogitTransform | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding of ``rows`` (``config`` must be greedy, ``max_new_tokens >= max(horizons)``); with
         ``perturbations`` of shape `(len(rows), tau, d)` (or a `PrelogitNoise`, drawn here), ``v_t`` is added to the
-        pre-logit at generated step t."""
+        pre-logit at generated step t; with ``transform`` (``(z_t, t) -> z_t'`` on `(rows, d)`, see
+        `transform_prelogits`), the LM head sees its output."""
+        if perturbations is not None and transform is not None:
+            raise ValueError("pass either `perturbations` or `transform` to `greedy`, not both.")
         if isinstance(perturbations, PrelogitNoise):
             perturbations = perturbations.dense()
-        return self._decode(rows, horizons, config, perturbations, None, model_kwargs)
+        return self._decode(rows, horizons, config, perturbations, None, model_kwargs, transform)
 
     def sample(
         self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
@@ -74,6 +86,7 @@ class HFDecoder:
         perturbations: Tensor | None,
         seed: int | None,
         model_kwargs: dict[str, Any],
+        transform: PrelogitTransform | None = None,
     ) -> list[list[int]]:
         input_ids, attention_mask = self.left_pad(rows)
         distinct = list(dict.fromkeys(tuple(r) for r in rows))
@@ -90,7 +103,7 @@ class HFDecoder:
             for lo in range(0, len(rows), step):
                 hi = min(lo + step, len(rows))
                 kwargs = self._rows_cache(prompt_cache, [owner[tuple(rows[i])] for i in range(lo, hi)])
-                with torch.no_grad(), _maybe_perturb(self.model, perturbations, lo, hi):
+                with torch.no_grad(), _maybe_perturb(self.model, perturbations, lo, hi, transform, max(horizons)):
                     output = self.generator_model.generate(
                         input_ids=input_ids[lo:hi],
                         attention_mask=attention_mask[lo:hi],
@@ -152,7 +165,16 @@ class _NoHook:
         return None
 
 
-def _maybe_perturb(model: nn.Module, perturbations: Tensor | None, lo: int, hi: int) -> Any:
+def _maybe_perturb(
+    model: nn.Module,
+    perturbations: Tensor | None,
+    lo: int,
+    hi: int,
+    transform: PrelogitTransform | None = None,
+    horizon: int | None = None,
+) -> Any:
+    if transform is not None:
+        return transform_prelogits(model, transform, horizon)
     return _NoHook() if perturbations is None else perturb_prelogits(model, perturbations[lo:hi])
 
 

@@ -86,13 +86,20 @@ class VLLMDecoder:
         horizons: list[int],
         config: GenerationConfig,
         perturbations: Tensor | PrelogitNoise | None = None,
+        *,
+        transform: Any | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding of ``rows``, row ``i`` for ``horizons[i]`` tokens; with ``perturbations`` (a
         `PrelogitNoise`, redrawn in the engine's worker, or a dense `(len(rows), tau, d)` tensor, sent row by row),
-        ``W v_t`` is added to the logits at generated step t."""
+        ``W v_t`` is added to the logits at generated step t. A state-dependent ``transform`` is refused."""
         from .logit_shift import EXTRA_KEY, encode_draw, encode_steps
 
+        if transform is not None:
+            raise TypeError(
+                "a pre-logit `transform` (RE-Control, an amortized controller) needs the hidden state z_t, which the "
+                "vLLM backend does not expose; pass a transformers model to these samplers."
+            )
         _refuse_model_kwargs(model_kwargs)
         if isinstance(perturbations, PrelogitNoise):
             if perturbations.rows != len(rows):
