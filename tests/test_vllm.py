@@ -149,7 +149,7 @@ def test_clear_errors(engine, tmp_path):
         sampler.search(_scenario().queries(tok)[0], position_ids=None)
     with pytest.raises(ValueError, match="no_repeat_ngram_size=2.*vLLM backend"):
         sampler = AISPSampler(llm, tok, _scenario().letter_reward, LengthSampler(4, 5), n_iterations=1,
-                              no_repeat_ngram_size=2)  # fmt: skip
+                              generation_config=GenerationConfig(no_repeat_ngram_size=2))  # fmt: skip
         sampler.search(_scenario().queries(tok)[0])
     gemma = make_model("gemma2")  # soft-caps its logits: refused before any engine starts
     assert gemma.config.final_logit_softcapping is not None

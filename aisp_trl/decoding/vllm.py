@@ -156,7 +156,7 @@ class VLLMDecoder:
             if value not in (None, 0, [], ()):
                 raise ValueError(
                     f"`{name}={value!r}` is a transformers generation setting that the vLLM backend does not apply; "
-                    f"remove it (e.g. `{name}=None` in the generation config / AISPConfig), or pass a transformers "
+                    f"remove it (e.g. `{name}=None` in the generation config), or pass a transformers "
                     "model to decode with `generate`."
                 )
         eos = sorted(_eos_ids(config))
