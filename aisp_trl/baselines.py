@@ -24,7 +24,14 @@ from transformers import GenerationConfig
 
 from ._compat import cache_kwarg, output_cache
 from .config import AISPConfig
-from .controllers import REControlConfig, ValueMLP, _check_int, _check_positive, gradient_ascent, load_module
+from .controllers import (
+    REControlConfig,
+    ValueMLP,
+    _check_int,
+    _check_positive,
+    attach_prelogit_module,
+    gradient_ascent,
+)
 from .decoding.vllm import is_vllm_engine
 from .hooks import unwrap_model
 from .rewards import RewardFunction
@@ -369,21 +376,8 @@ class REControlSampler(GreedySampler):
             raise ValueError(
                 f"`n_candidates` must be 1: RE-Control decodes one response per query, got {n_candidates!r}."
             )
-        if not isinstance(value_model, ValueMLP):
-            if not isinstance(value_model, str | os.PathLike):
-                raise TypeError(
-                    f"`value_model` must be a ValueMLP or the path of its safetensors file, got "
-                    f"{type(value_model).__name__}; train one with aisp_trl.controllers.train_re_control."
-                )
-            value_model = load_module(value_model, kind="value")[0]  # type: ignore[assignment]
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config, prompt_batch_size)
-        width = self.output_layer.weight.shape[1]
-        if value_model.input_dim != width:
-            raise ValueError(
-                f"`value_model` reads pre-logits of width {value_model.input_dim}, but the model's LM head takes "
-                f"{width}; train the value model on this model's pre-logits."
-            )
-        self.value_model = value_model.to(self.output_layer.weight.device).eval()
+        self.value_model = attach_prelogit_module(self, value_model, ValueMLP, "value", "value_model")
         self.n_steps, self.step_size, self.seed = n_steps, float(step_size), seed
 
     @classmethod

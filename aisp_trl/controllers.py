@@ -603,6 +603,27 @@ def fit_controller(pairs: Sequence[tuple[Tensor, Tensor]], config: ControllerCon
     }
 
 
+def attach_prelogit_module(
+    sampler: GreedySampler, module: nn.Module | str | os.PathLike, cls: type[nn.Module], kind: str, argument: str
+) -> nn.Module:
+    """``module`` (or the safetensors file it names) checked against the sampler's LM-head width, moved to the
+    head's device, in eval mode: what `REControlSampler` and `AmortizedSampler` decode with."""
+    if not isinstance(module, cls):
+        if not isinstance(module, str | os.PathLike):
+            raise TypeError(
+                f"`{argument}` must be a {cls.__name__} or the path of its safetensors file, got "
+                f"{type(module).__name__}; train one with recipes/re_control.py or recipes/amortize_aisp.py."
+            )
+        module = load_module(module, kind=kind)[0]
+    width = sampler.output_layer.weight.shape[1]
+    if module.input_dim != width:
+        raise ValueError(
+            f"`{argument}` reads pre-logits of width {module.input_dim}, but the model's LM head takes {width}; "
+            "train it on this model's pre-logits."
+        )
+    return module.to(sampler.output_layer.weight.device).eval()
+
+
 class AmortizedSampler(GreedySampler):
     """AISP amortized: one greedy decode with ``z_t + scale * f(z_t)``, ``f`` a trained `PrelogitController`.
 
@@ -642,16 +663,8 @@ class AmortizedSampler(GreedySampler):
                 f"`n_candidates` must be 1: the amortized controller decodes one response, got {n_candidates!r}."
             )
         _check_positive("scale", scale, allow_zero=True)
-        if not isinstance(controller, PrelogitController):
-            controller = load_module(controller, kind="controller")[0]  # type: ignore[arg-type]
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config, prompt_batch_size)
-        width = self.output_layer.weight.shape[1]
-        if controller.input_dim != width:
-            raise ValueError(
-                f"`controller` acts on pre-logits of width {controller.input_dim}, but the model's LM head takes "
-                f"{width}; fit the controller on this model's AISP results."
-            )
-        self.controller = controller.to(self.output_layer.weight.device).eval()
+        self.controller = attach_prelogit_module(self, controller, PrelogitController, "controller", "controller")
         self.scale, self.seed = float(scale), seed
 
     def _prelogit_transform(self) -> Callable[[Tensor, int], Tensor]:
