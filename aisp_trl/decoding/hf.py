@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -157,14 +158,6 @@ class HFDecoder:
         return {cache_kwarg(unwrap_model(self.model)): rows}
 
 
-class _NoHook:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _maybe_perturb(
     model: nn.Module,
     perturbations: Tensor | None,
@@ -175,7 +168,7 @@ def _maybe_perturb(
 ) -> Any:
     if transform is not None:
         return transform_prelogits(model, transform, horizon)
-    return _NoHook() if perturbations is None else perturb_prelogits(model, perturbations[lo:hi])
+    return contextlib.nullcontext() if perturbations is None else perturb_prelogits(model, perturbations[lo:hi])
 
 
 def _eos_ids(config: GenerationConfig) -> set[int]:
