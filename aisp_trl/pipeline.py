@@ -194,8 +194,9 @@ class AISPGenerationArguments:
         default=False,
         metadata={
             "help": "Generate (the samples and the greedy records) on a vLLM engine (`bash scripts/setup.sh --vllm`): "
-            "the same samples as the HF backend for a seed, up to float rounding. One process; several GPUs through "
-            "`vllm_tensor_parallel_size`. The engine is freed before training, which loads the HF model."
+            "the same samples as the HF backend for a seed, up to float rounding. Every `accelerate launch` process "
+            "gets its own engine and shard of the prompts (data parallelism), each engine `vllm_tensor_parallel_size` "
+            "GPUs (tensor parallelism). The engines are freed before training, which loads the HF model."
         },
     )
     vllm_gpu_memory_utilization: float = field(
@@ -854,17 +855,10 @@ def generate_for_training(
     state = PartialState()
     model_name = model_name_or_path or EMBEDDED_MODEL
     train_prompts, eval_prompts = args.load_prompts()  # bad prompt sources fail before any model is loaded
-    if args.use_vllm and state.num_processes > 1:
-        raise ValueError(
-            f"`use_vllm` runs in one process (this launch has {state.num_processes}); launch one process and split "
-            "the model over GPUs with `vllm_tensor_parallel_size`, or set `use_vllm: false` to shard prompts over "
-            "processes."
-        )
     if args.use_vllm:
-        from .vllm import load_llm, load_tokenizer
+        from .vllm import load_tokenizer
 
-        engine = {**args.vllm_engine_kwargs(), **({"dtype": dtype} if dtype else {})}  # else float32 on CPU
-        model, tokenizer = load_llm(model_name, **engine), load_tokenizer(model_name)
+        model, tokenizer = load_vllm_engine(args, model_name, dtype, state), load_tokenizer(model_name)
     else:
         model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or "float32", device=str(state.device))
     reward = build_reward(args.reward, device=state.device, max_length=args.reward_max_length)
@@ -892,6 +886,34 @@ def generate_for_training(
     return AISPRun(
         args, state, model_name, model, tokenizer, reward, train_prompts, eval_prompts, generation_dir, records
     )
+
+
+def load_vllm_engine(
+    args: AISPGenerationArguments, model_name: str, dtype: str | None = None, state: Any | None = None
+) -> Any:
+    """This process's ``vllm.LLM`` for ``use_vllm``: one engine per ``accelerate launch`` process (data parallelism).
+
+    Each process decodes its own shard of the prompts (as on the HF path) on its own engine. Process ``i`` of a
+    machine gets GPUs ``i*k .. i*k+k-1`` of the visible ones (``k = vllm_tensor_parallel_size``), or on vLLM's CPU
+    backend the ``i``-th slice of the cores and ``1/P`` of its default memory share
+    (`aisp_trl.vllm.data_parallel_placement`; a ``VLLM_CPU_OMP_THREADS_BIND`` the user set is kept). The environment
+    goes back to what it was once the engine has started.
+    """
+    from .vllm import CPU_MEMORY_SHARE, data_parallel_placement, engine_environment, load_llm, visible_gpus
+
+    state = state if state is not None else default_state()
+    engine = {**args.vllm_engine_kwargs(), **({"dtype": dtype} if dtype else {})}  # else float32 on CPU
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+    overrides: dict[str, str] = {}
+    if local > 1:
+        gpus = visible_gpus()
+        overrides = data_parallel_placement(state.local_process_index, local, args.vllm_tensor_parallel_size, gpus=gpus)
+        if not gpus:
+            engine.setdefault("gpu_memory_utilization", CPU_MEMORY_SHARE / local)
+            if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+                overrides.pop("VLLM_CPU_OMP_THREADS_BIND")
+    with engine_environment(overrides):
+        return load_llm(model_name, **engine)
 
 
 def free_llm(llm: Any) -> None:

@@ -15,21 +15,31 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .decoding.vllm import VLLM_INSTALL_HINT, VLLMDecoder, check_engine, import_vllm, is_vllm_engine
 from .models import EMBEDDED_MODEL, check_pretrained_source, embedded_model_dir
 
 __all__ = [
+    "CPU_MEMORY_SHARE",
     "VLLM_INSTALL_HINT",
     "VLLMDecoder",
     "PrelogitPerturbation",  # noqa: F822 (module __getattr__: importing it imports vLLM)
     "check_engine",
+    "data_parallel_placement",
+    "engine_environment",
     "is_vllm_engine",
     "load_llm",
     "load_tokenizer",
 ]
+
+
+CPU_MEMORY_SHARE = 0.25
+"""`load_llm`'s default ``gpu_memory_utilization`` without CUDA: on vLLM's CPU backend, the share of the CPU memory the
+engine reserves (vLLM's 0.92 fails next to other processes); split between the engines of data-parallel processes."""
 
 
 def __getattr__(name: str) -> Any:
@@ -93,7 +103,7 @@ def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwarg
 
     defaults: dict[str, Any] = {}
     if not torch.cuda.is_available():  # on vLLM's CPU backend gpu_memory_utilization is the share of CPU memory
-        defaults = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.25}
+        defaults = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": CPU_MEMORY_SHARE}
     llm = vllm.LLM(model=source, logits_processors=processors, **{**defaults, **engine_kwargs})
     check_engine(llm)
     return llm
@@ -109,3 +119,97 @@ def load_tokenizer(model_name_or_path: str | os.PathLike | None = None) -> Any:
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# -- data parallelism: one engine per process ---------------------------------------------------------------------
+def data_parallel_placement(
+    local_process_index: int,
+    num_local_processes: int,
+    tensor_parallel_size: int = 1,
+    *,
+    gpus: Sequence[str] | None = None,
+    cpus: Sequence[int] | None = None,
+) -> dict[str, str]:
+    """The environment that gives one data-parallel process's vLLM engine its own devices (pure; no vLLM needed).
+
+    With ``accelerate launch --num_processes P`` and ``use_vllm``, every process builds its own engine and decodes its
+    own shard of the prompts. vLLM starts its engine in a child process that reads the environment when it starts,
+    so the devices are handed over as environment variables: process ``i`` of a machine gets GPUs
+    ``gpus[i*k:(i+1)*k]`` (``k = tensor_parallel_size``) as ``CUDA_VISIBLE_DEVICES``; on vLLM's CPU backend it gets
+    the ``i``-th contiguous slice of the CPU cores as ``VLLM_CPU_OMP_THREADS_BIND`` (split into ``k`` parts joined by
+    ``|`` for tensor parallelism), so that the engines do not fight over the same cores.
+
+    Args:
+        local_process_index (`int`): this process's index on its machine (accelerate's ``local_process_index``).
+        num_local_processes (`int`): processes on this machine.
+        tensor_parallel_size (`int`, defaults to 1): GPUs (or CPU slices) each engine splits the model over.
+        gpus (`Sequence[str]`, *optional*): the visible GPU ids; empty or `None` means the CPU backend.
+        cpus (`Sequence[int]`, *optional*): the CPU cores this machine may use (CPU backend only; default: this
+            process's affinity).
+
+    Returns:
+        `dict[str, str]`: environment variables to set while the engine starts.
+
+    Raises:
+        ValueError: if the machine has fewer GPUs (or cores) than ``num_local_processes * tensor_parallel_size``.
+    """
+    for name, value, low in (
+        ("num_local_processes", num_local_processes, 1),
+        ("tensor_parallel_size", tensor_parallel_size, 1),
+        ("local_process_index", local_process_index, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    if local_process_index >= num_local_processes:
+        raise ValueError(
+            f"`local_process_index` must be < `num_local_processes` ({num_local_processes}), got {local_process_index}."
+        )
+    need = num_local_processes * tensor_parallel_size
+    if gpus:
+        if len(gpus) < need:
+            raise ValueError(
+                f"{num_local_processes} processes x `vllm_tensor_parallel_size` {tensor_parallel_size} need {need} "
+                f"GPUs on this machine, but {len(gpus)} are visible ({','.join(gpus)}); launch fewer processes "
+                "or lower `vllm_tensor_parallel_size`."
+            )
+        start = local_process_index * tensor_parallel_size
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpus[start : start + tensor_parallel_size])}
+    cores = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    if len(cores) < need:
+        raise ValueError(
+            f"{num_local_processes} processes x `vllm_tensor_parallel_size` {tensor_parallel_size} need {need} CPU "
+            f"cores for vLLM's CPU backend, but this machine has {len(cores)}; launch fewer processes."
+        )
+    per_process = len(cores) // num_local_processes
+    mine = cores[local_process_index * per_process : (local_process_index + 1) * per_process]
+    per_rank = len(mine) // tensor_parallel_size
+    parts = [mine[r * per_rank : (r + 1) * per_rank] for r in range(tensor_parallel_size)]
+    return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(",".join(map(str, part)) for part in parts)}
+
+
+@contextlib.contextmanager
+def engine_environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    """Sets ``overrides`` in ``os.environ`` while an engine starts (its child process inherits them), then restores
+    the previous values, so that the rest of this process (training) sees the environment it had."""
+    previous = {name: os.environ.get(name) for name in overrides}
+    try:
+        os.environ.update(overrides)
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use (``CUDA_VISIBLE_DEVICES`` if set, else every device); empty without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]

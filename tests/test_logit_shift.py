@@ -147,3 +147,64 @@ def test_errors_without_vllm_or_with_an_unsuitable_engine():
     else:
         with pytest.raises(ValueError, match="without aisp_trl's logits processor"):
             AISPSampler(LLM(), make_tokenizer(), lambda texts: [0.0] * len(texts), LengthSampler(2, 3))
+
+
+# -- data parallelism: one engine per process ----------------------------------------------------------------------
+def test_data_parallel_placement_splits_gpus_and_cores():
+    from aisp_trl.vllm import data_parallel_placement
+
+    gpus = ["4", "5", "6", "7"]  # CUDA_VISIBLE_DEVICES=4,5,6,7: ids are passed through, not renumbered
+    assert [data_parallel_placement(i, 4, gpus=gpus) for i in range(4)] == [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+    assert data_parallel_placement(1, 2, 2, gpus=gpus) == {"CUDA_VISIBLE_DEVICES": "6,7"}  # 2 engines x TP 2
+    cpus = list(range(8))
+    assert data_parallel_placement(0, 2, cpus=cpus) == {"VLLM_CPU_OMP_THREADS_BIND": "0,1,2,3"}
+    assert data_parallel_placement(1, 2, cpus=cpus) == {"VLLM_CPU_OMP_THREADS_BIND": "4,5,6,7"}
+    assert data_parallel_placement(1, 2, 2, cpus=cpus) == {"VLLM_CPU_OMP_THREADS_BIND": "4,5|6,7"}  # TP ranks
+    assert data_parallel_placement(2, 3, cpus=[0, 1, 2, 3, 4]) == {"VLLM_CPU_OMP_THREADS_BIND": "2"}  # 1 core each
+    with pytest.raises(ValueError, match=r"need 4 GPUs on this machine, but 2 are visible \(0,1\)"):
+        data_parallel_placement(0, 2, 2, gpus=["0", "1"])
+    with pytest.raises(ValueError, match=r"need 3 CPU cores.*has 2"):
+        data_parallel_placement(0, 3, cpus=[0, 1])
+    with pytest.raises(ValueError, match=r"`local_process_index` must be < `num_local_processes` \(2\), got 2"):
+        data_parallel_placement(2, 2, cpus=cpus)
+    with pytest.raises(ValueError, match="`tensor_parallel_size` must be an integer >= 1, got 0"):
+        data_parallel_placement(0, 1, 0, cpus=cpus)
+
+
+def test_engine_environment_restores_what_was_there(monkeypatch):
+    import os
+
+    from aisp_trl.vllm import engine_environment
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    with pytest.raises(RuntimeError, match="engine failed"):
+        with engine_environment({"CUDA_VISIBLE_DEVICES": "1", "VLLM_CPU_OMP_THREADS_BIND": "1"}):
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "1" and os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+            raise RuntimeError("engine failed")  # restored also when the engine fails to start
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+
+
+def test_each_process_starts_its_engine_on_its_own_cores(monkeypatch):
+    # the pipeline's use_vllm path under a 2-process launch on a CPU machine, with load_llm stood in for
+    import os
+    from types import SimpleNamespace
+
+    import aisp_trl.vllm
+    from aisp_trl.pipeline import AISPGenerationArguments, load_vllm_engine
+
+    seen = []
+    monkeypatch.setattr(aisp_trl.vllm, "visible_gpus", lambda: [])
+    monkeypatch.setattr(aisp_trl.vllm, "load_llm", lambda name, **kw: seen.append((name, kw, dict(os.environ))))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    args = AISPGenerationArguments(vllm_tensor_parallel_size=1)
+    for rank in (0, 1):
+        load_vllm_engine(args, "m", None, SimpleNamespace(num_processes=2, local_process_index=rank))
+    assert [s[2]["VLLM_CPU_OMP_THREADS_BIND"] for s in seen] == ["0", "1"]
+    assert [s[1]["gpu_memory_utilization"] for s in seen] == [0.125, 0.125]  # the CPU share split in two
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ  # back to what it was
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's binding is kept
+    load_vllm_engine(args, "m", None, SimpleNamespace(num_processes=2, local_process_index=1))
+    assert seen[-1][2]["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"

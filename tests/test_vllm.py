@@ -183,3 +183,42 @@ def test_pipeline_generation_on_vllm_resumes(engine, tmp_path):
     (tmp_path / "cut" / "aisp_run.json").write_text((tmp_path / "full" / "aisp_run.json").read_text())
     resumed = generate(tmp_path / "cut")
     assert [r["samples"] for r in resumed] == [r["samples"] for r in full]
+
+
+def test_distill_recipe_on_two_data_parallel_engines(engine, tmp_path):
+    # `accelerate launch --num_processes 2` with use_vllm: one engine per process (its own CPU core here), each
+    # generating its shard of the prompts; the samples are those of one engine in one process, then SFT trains
+    from aisp_trl.config import AISPConfig
+    from aisp_trl.pipeline import build_reward, default_state, load_records, run_generation
+
+    out = tmp_path / "distill"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]  # fmt: skip
+    recipe = [str(ROOT / "recipes" / "distill_aisp.py"), "--config", str(ROOT / "recipes/configs/distill_smollm2.yaml"),
+              "--use_vllm", "true", "--max_prompts", "8", "--num_eval_prompts", "2", "--sample_size", "2",
+              "--n_iterations", "2", "--max_new_tokens", "8", "--max_steps", "1", "--output_dir", str(out)]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([*launch, *recipe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = sorted((out / "aisp" / "shards").glob("records-*.jsonl"))
+    assert [len(s.read_text().splitlines()) for s in shards] == [4, 4]  # both engines worked
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"] == {"train_prompts": 8, "eval_prompts": 2, "sft_rows": 8}
+    assert report["training"]["steps"] == 1
+
+    records = load_records(out / "aisp")
+    settings = json.loads((out / "aisp" / "aisp_run.json").read_text())
+    llm, tok = engine
+    one = run_generation(llm, tok, build_reward("vader"), [r["prompt_input"] for r in records],
+                         AISPConfig(**settings["aisp"]), tmp_path / "one", default_state(), max_new_tokens=8,
+                         show_progress=False)  # fmt: skip
+    assert [[s["text"] for s in r["samples"]] for r in one] == [[s["text"] for s in r["samples"]] for r in records]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
