@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 SAMPLE_SIZE = 8
@@ -33,6 +35,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--search_iterations", type=int, default=4, help="Iterations of the full search.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="cuda for the HF model on a GPU (vLLM picks its own).")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU only: cores of both backends (torch.set_num_threads for HF, VLLM_CPU_OMP_THREADS_BIND=0..N-1 for "
+        "vLLM), so that they run on the same cores; default: all.",
+    )  # fmt: skip
+    parser.add_argument("--output", default=None, help="Also write the results as JSON here.")
     parser.add_argument("--backend", choices=["hf", "vllm"], default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -58,8 +66,12 @@ def _queries(tokenizer: Any, count: int) -> list[list[int]]:
 def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     """Times, on one backend: an AISP iteration and a full search per row count, and greedy with / without noise."""
     if args.backend == "hf":
+        import torch
+
         from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         model, tokenizer = load_model_and_tokenizer(args.model_name_or_path or EMBEDDED_MODEL, device=args.device)
     else:
         from aisp_trl.vllm import load_llm, load_tokenizer
@@ -120,10 +132,13 @@ def main(args: argparse.Namespace) -> None:
     if args.backend is not None:
         print(json.dumps(run_backend(args)))
         return
-    results = {}
+    results: dict[str, Any] = {}
+    env = dict(os.environ)
+    if args.threads:
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, range(args.threads))))
     for backend in ("hf", "vllm"):
         command = [sys.executable, __file__, "--backend", backend, *sys.argv[1:]]
-        proc = subprocess.run(command, capture_output=True, text=True)
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"the {backend} run failed:\n{proc.stderr[-3000:]}")
         results[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -138,6 +153,8 @@ def main(args: argparse.Namespace) -> None:
             f"{rows} | {hf['iteration']:.2f} | {vl['iteration']:.2f} | {hf['search']:.2f} | {vl['search']:.2f} | "
             f"{vl['greedy']:.2f} | {vl['greedy+noise']:.2f} | {cost:.2f}x"
         )
+    if args.output:
+        Path(args.output).write_text(json.dumps({"settings": vars(args), "seconds": results}, indent=2))
 
 
 if __name__ == "__main__":
