@@ -272,7 +272,7 @@ def check_device(device: str | torch.device | None, argument: str = "device") ->
 
 
 def load_model_and_tokenizer(
-    model_name_or_path: str = EMBEDDED_MODEL,
+    model_name_or_path: str | None = EMBEDDED_MODEL,
     *,
     dtype: str | torch.dtype = "float32",
     device: str | None = None,
@@ -282,7 +282,8 @@ def load_model_and_tokenizer(
 
     Args:
         model_name_or_path (`str`, *optional*, defaults to `"smollm2-135m-instruct"`):
-            [`EMBEDDED_MODEL`] for the offline SmolLM2-135M-Instruct copy, otherwise a Hub model id or a local
+            [`EMBEDDED_MODEL`] (or `None`, as in `aisp_trl.vllm.load_llm`) for the offline SmolLM2-135M-Instruct copy,
+            otherwise a Hub model id or a local
             folder, passed to `AutoModelForCausalLM.from_pretrained`.
         dtype (`str` or `torch.dtype`, *optional*, defaults to `"float32"`):
             Weight dtype, e.g. `"float32"`, `"bfloat16"` or `torch.float16`.
@@ -306,6 +307,7 @@ def load_model_and_tokenizer(
             raise ValueError(f"`dtype` {dtype!r} is not a torch dtype; pass e.g. 'float32', 'bfloat16' or 'float16'.")
         dtype = getattr(torch, dtype) if dtype != "auto" else dtype
     check_device(device)
+    model_name_or_path = EMBEDDED_MODEL if model_name_or_path is None else model_name_or_path
     source: str | Path = model_name_or_path
     extra: dict[str, bool] = {}
     if model_name_or_path == EMBEDDED_MODEL:

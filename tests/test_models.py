@@ -218,3 +218,5 @@ def test_embedded_model_cached_reload_is_fast(smollm2):
     model, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
     assert time.perf_counter() - start < 10
     assert tokenizer.chat_template
+    again, _ = load_model_and_tokenizer(None)  # None is the embedded model, as in aisp_trl.vllm.load_llm
+    assert torch.equal(again.lm_head.weight, model.lm_head.weight)
