@@ -283,8 +283,7 @@ def load_model_and_tokenizer(
     Args:
         model_name_or_path (`str`, *optional*, defaults to `"smollm2-135m-instruct"`):
             [`EMBEDDED_MODEL`] (or `None`, as in `aisp_trl.vllm.load_llm`) for the offline SmolLM2-135M-Instruct copy,
-            otherwise a Hub model id or a local
-            folder, passed to `AutoModelForCausalLM.from_pretrained`.
+            otherwise a Hub model id or a local folder, passed to `AutoModelForCausalLM.from_pretrained`.
         dtype (`str` or `torch.dtype`, *optional*, defaults to `"float32"`):
             Weight dtype, e.g. `"float32"`, `"bfloat16"` or `torch.float16`.
         device (`str`, *optional*):
