@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ def make_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--output", default=None, help="Also write the results as JSON here.")
     parser.add_argument("--backend", choices=["hf", "vllm"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result_file", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -129,19 +131,21 @@ def zeros(*shape: int) -> Any:
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.backend is not None:
-        print(json.dumps(run_backend(args)))
+    if args.backend is not None:  # a child: its results go to a file (vLLM also writes to stdout)
+        Path(args.result_file).write_text(json.dumps(run_backend(args)))
         return
     results: dict[str, Any] = {}
     env = dict(os.environ)
     if args.threads:
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, range(args.threads))))
-    for backend in ("hf", "vllm"):
-        command = [sys.executable, __file__, "--backend", backend, *sys.argv[1:]]
-        proc = subprocess.run(command, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"the {backend} run failed:\n{proc.stderr[-3000:]}")
-        results[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as folder:
+        for backend in ("hf", "vllm"):
+            result_file = Path(folder) / f"{backend}.json"
+            command = [sys.executable, __file__, "--backend", backend, "--result_file", str(result_file), *sys.argv[1:]]
+            proc = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)  # progress lines go to stderr
+            if proc.returncode != 0 or not result_file.is_file():
+                raise SystemExit(f"the {backend} run failed (exit status {proc.returncode}); its stderr is above")
+            results[backend] = json.loads(result_file.read_text())
     print(f"seconds (median), sample_size={SAMPLE_SIZE}, {args.max_new_tokens} tokens per row")
     header = "rows | HF iteration | vLLM iteration | HF search | vLLM search | vLLM greedy | vLLM greedy+noise | cost"
     print(header)
