@@ -24,24 +24,24 @@ prompt, the same for both sources), SFT rows and DPO pairs; and the wall time pe
 ```bash
 # the full run: 2 rewards x 3 seeds, 96 training and 48 held-out prompts, N = 8 x 4 = 32, LoRA r 16, 48 steps
 python benchmarks/bench_finetune.py --output_dir outputs/bench-finetune
-# VADER only (about half the time), then the report alone from the saved units
+# one reward; the judge as a third (finished units are reused); the report alone from the saved units
 python benchmarks/bench_finetune.py --rewards vader --output_dir outputs/bench-finetune
+python benchmarks/bench_finetune.py --rewards vader relevance judge --output_dir outputs/bench-finetune
 python benchmarks/bench_finetune.py --output_dir outputs/bench-finetune --report_only
+# on a GPU: generation on a vLLM engine (`bash scripts/setup.sh --vllm`), evaluation and training on the HF model
+python benchmarks/bench_finetune.py --use_vllm --output_dir outputs/bench-finetune
 # smoke test on the embedded SmolLM2 (a few minutes): tiny budget, 2 steps, one seed; its numbers mean nothing
 python benchmarks/bench_finetune.py --rewards vader --seeds 0 --num_train_prompts 4 --num_eval_prompts 4 \\
     --sample_size 2 --n_iterations 2 --max_new_tokens 8 --max_steps 2 --output_dir /tmp/bench-finetune-smoke
 ```
 
-Budget (estimated, not measured end to end). Known speeds on 2 CPU cores with SmolLM2-135M at 32 new tokens:
-AISP ≈ 0.15 s per sample (128 rows ≈ 15 s; a 24-prompt N = 128 unit ≈ 7-8 min), BoN (top-p) ≈ 0.27 s per sample
-(34 s per prompt at N = 128), the judge ≈ 0.16 s per scored text, VADER ≈ 0. At the default N = 32: AISP data
-≈ 7.5 min per (reward, seed) on 96 prompts (+ 8 min of judge scoring), AISP on the 48 held-out prompts ≈ 4 min
-(+ 4 min judge), BoN decoding ≈ 14 min per seed (shared by the rewards; + 8 min to re-score with the judge), a
-greedy evaluation ≈ 1 min per model. Training is the part not yet timed here: LoRA on SmolLM2 at batch 4 is
-guessed at 3-5 s per SFT step and 2.5x that per DPO step (chosen + rejected + reference), ≈ 25 min for the four
-48-step models of one (reward, seed). That makes ≈ 40 min per seed for VADER, ≈ 60 min for the judge and 14 min of
-BoN decoding: ≈ 2 h per seed, ≈ 6 h for the full run on 2 free cores (≈ 3 h with ``--rewards vader``), minutes on a
-GPU. ``report.md`` lists the measured time of every stage; a stage resumed mid-way counts only its remaining part.
+Budget, measured with SmolLM2-135M on one CPU core (``--threads 1``, another run on the second core), 32 new
+tokens, N = 32: AISP data 14-20 min per (reward, seed) on 96 prompts, BoN (top-p) decoding 22-25 min per seed
+(shared by the rewards, then re-scored), AISP on the 48 held-out prompts 7 min, a greedy evaluation about 1 min,
+SFT 3.5 min and DPO 8.5 min per 48-step model: about 75 min per (VADER, seed). Relevance (MiniLM) adds little; the
+judge (the base model scoring every sample) adds about 30 min per seed. Minutes on a GPU. ``report.md`` lists the
+measured time of every stage; a stage resumed mid-way counts only its remaining part, and a BoN data unit counts
+its share of the shared decoding (all of it when its reward ran alone).
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ from aisp_trl.metrics import SentenceEmbedder, coherence, distinct_ngram_diversi
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
+    free_llm,
     greedy_records,
+    load_vllm_engine,
     run_generation,
     smoke_test_warning,
     tokenize_prompts,
@@ -101,7 +103,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", default=EMBEDDED_MODEL, help="Causal LM (default: embedded SmolLM2).")
     parser.add_argument(
-        "--rewards", nargs="+", default=["vader", "judge"], help="Reward names ('vader', 'judge', 'relevance', a "
+        "--rewards", nargs="+", default=["vader", "relevance"], help="Reward names ('vader', 'judge', 'relevance', a "
         "sequence-classification reward-model folder; see aisp_trl.compare.build_reward_by_name)."
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds (generation and training).")
@@ -130,6 +132,16 @@ def make_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--eval_batch_size", type=int, default=8, help="Prompts per greedy-evaluation batch.")
     parser.add_argument("--device", default=None, help="Device (default: cuda when available, else cpu).")
+    parser.add_argument(
+        "--use_vllm", action="store_true", help="Generate the training data and AISP's held-out answers on a vLLM "
+        "engine (`bash scripts/setup.sh --vllm`) started once and kept next to the HF model, which still decodes "
+        "the greedy evaluations and trains. Worth it on a GPU; on CPU vLLM is slower at this model size (README)."
+    )  # fmt: skip
+    parser.add_argument(
+        "--vllm_gpu_memory_utilization", type=float, default=0.3,
+        help="With --use_vllm on a GPU: the share of its memory vLLM may take (the HF model and training take the "
+        "rest).",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on CPU.")
     parser.add_argument("--no_save_models", action="store_true", help="Do not keep the trained LoRA adapters.")
     parser.add_argument("--output_dir", default="outputs/bench-finetune", help="Units, data, models and the report.")
@@ -169,6 +181,8 @@ def generation_arguments(args: argparse.Namespace, seed: int) -> AISPGenerationA
         prompt_batch_size=args.prompt_batch_size,
         aisp_seed=seed,
         eval_batch_size=args.eval_batch_size,
+        use_vllm=args.use_vllm,
+        vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
     )
 
 
@@ -183,7 +197,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     aisp = asdict(generation_arguments(args, 0).aisp_config())
     for key in ("seed", "prompt_batch_size", "n_candidates"):  # they do not change what is searched
         aisp.pop(key)
-    return json.loads(json.dumps({**{k: getattr(args, k) for k in keys}, "aisp": aisp}))
+    engine = {"generation_engine": "vllm"} if args.use_vllm else {}  # BoN's top-p draws differ between engines
+    return json.loads(json.dumps({**{k: getattr(args, k) for k in keys}, "aisp": aisp, **engine}))
 
 
 def reward_key(name: str) -> str:
@@ -255,6 +270,21 @@ class Runner:
         self.eval_texts = [prompt_text(p) for p in self.eval_prompts]
         self.embedder = SentenceEmbedder(device=self.device)
         self._rewards: dict[str, RewardFunction] = {}
+        self.engine: Any | None = None  # with --use_vllm: the vLLM engine, started by the first generation
+
+    def generator(self) -> Any:
+        """What decodes the samples: the HF model, or with ``--use_vllm`` one vLLM engine (started on first use)."""
+        if not self.args.use_vllm:
+            return self.model
+        if self.engine is None:
+            self.engine = load_vllm_engine(generation_arguments(self.args, 0), self.args.model_name_or_path)
+        return self.engine
+
+    def close(self) -> None:
+        """Shuts the vLLM engine down, if one was started."""
+        if self.engine is not None:
+            free_llm(self.engine)
+            self.engine = None
 
     def reward(self, name: str) -> RewardFunction:
         """The reward ``name``, built once. The judge of the embedded SmolLM2 reuses the base model (it is never
@@ -297,7 +327,7 @@ class Runner:
         gen = generation_arguments(self.args, seed)
         args = self.args
         return run_generation(
-            self.model, self.tokenizer, reward, prompts, gen.aisp_config(), folder,
+            self.generator(), self.tokenizer, reward, prompts, gen.aisp_config(), folder,
             max_new_tokens=args.max_new_tokens, framing=args.framing, greedy_batch_size=args.eval_batch_size,
             show_progress=False, model_name=args.model_name_or_path, reward_name=reward_name, method=method,
         )  # fmt: skip
@@ -314,8 +344,10 @@ class Runner:
                 records = self.generate(reward, self.reward(reward), "aisp", self.train_prompts, seed,
                                         self.data_dir(reward, "aisp", seed))  # fmt: skip
             else:
-                decode = self.decode_bon(seed)
-                extra = decode["seconds"] / len(self.args.rewards)  # its share of the shared decoding
+                start = time.perf_counter()
+                decode = self.decode_bon(seed)  # decodes now, or loads the decoding an earlier unit made
+                # the unit's time is its re-scoring plus its share of the shared decoding, counted once
+                extra = decode["seconds"] / len(self.args.rewards) - (time.perf_counter() - start)
                 folder = self.data_dir(reward, source, seed)
                 records = rescore_records(decode_records(self.data_dir(None, source, seed)), self.reward(reward))
                 folder.mkdir(parents=True, exist_ok=True)
@@ -657,14 +689,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if (args.device or "cpu") == "cpu":
             torch.set_num_threads(args.threads)
         runner = Runner(args)
-        for seed in args.seeds:  # seeds outermost: an interrupted run still has complete seeds
-            for reward in args.rewards:
-                for source in SOURCES:
-                    runner.data_unit(reward, source, seed)
-                runner.base_unit(reward)
-                runner.aisp_held_out_unit(reward, seed)
-                for name in TRAINED:
-                    runner.train_unit(reward, name, seed)
+        try:
+            for seed in args.seeds:  # seeds outermost: an interrupted run still has complete seeds
+                for reward in args.rewards:
+                    for source in SOURCES:
+                        runner.data_unit(reward, source, seed)
+                    runner.base_unit(reward)
+                    runner.aisp_held_out_unit(reward, seed)
+                    for name in TRAINED:
+                        runner.train_unit(reward, name, seed)
+        finally:
+            runner.close()
     report = build_report(load_units(output_dir, settings_of(args)), args)
     markdown = report_markdown(report)
     output_dir.mkdir(parents=True, exist_ok=True)

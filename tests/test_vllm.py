@@ -222,3 +222,38 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_bench_finetune_generates_on_vllm(engine, tmp_path):
+    # benchmarks/bench_finetune.py --use_vllm: the training data and AISP's held-out answers come from one vLLM
+    # engine (for the seed, the samples the engine gives through run_generation), while the HF model decodes the
+    # greedy evaluations and trains; the units record the engine, so that they never mix with HF-made ones
+    from aisp_trl.config import AISPConfig
+    from aisp_trl.pipeline import build_reward, default_state, load_records, run_generation
+
+    out = tmp_path / "bench"
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_finetune.py"), "--use_vllm", "--rewards", "vader",
+               "--seeds", "0", "--num_train_prompts", "4", "--num_eval_prompts", "2", "--sample_size", "2",
+               "--n_iterations", "2", "--max_new_tokens", "8", "--max_steps", "1", "--per_device_train_batch_size",
+               "2", "--keep_nonpositive_margin", "--threads", "1", "--output_dir", str(out)]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    units = out / "units" / "vader"
+    assert json.loads((units / "data_aisp" / "seed0.json").read_text())["settings"]["generation_engine"] == "vllm"
+    report = json.loads((out / "report.json").read_text())
+    models = report["rewards"]["vader"]["models"]
+    assert set(models) == {"base", "aisp", "sft_aisp", "sft_bon_top_p", "dpo_aisp", "dpo_bon_top_p"}
+    assert all(
+        len(json.loads((units / n / "seed0.json").read_text())["rewards"]) == 2 for n in ("aisp_held_out", "dpo_aisp")
+    )
+
+    data = out / "data" / "vader" / "aisp" / "seed0"
+    records = load_records(data)
+    assert len(records) == 4 and all(len(r["samples"]) == 4 for r in records)
+    settings = json.loads((data / "aisp_run.json").read_text())
+    llm, tok = engine
+    again = run_generation(llm, tok, build_reward("vader"), [r["prompt_input"] for r in records],
+                           AISPConfig(**settings["aisp"]), tmp_path / "again", default_state(), max_new_tokens=8,
+                           show_progress=False)  # fmt: skip
+    assert [[s["text"] for s in r["samples"]] for r in again] == [[s["text"] for s in r["samples"]] for r in records]
