@@ -1111,6 +1111,8 @@ def report_rewards_table(report: Mapping[str, Any]) -> str:
     With the ``uncertainty`` of `report_uncertainty` the table also gives each mean's 95% bootstrap CI, standard
     deviation and prompt count, then the ``paired`` differences; a ``warning`` is the block's first line.
     """
+    from .stats import format_paired
+
     uncertainty = report.get("uncertainty", {})
     lines = ["## Rewards", ""]
     if report.get("warning"):
@@ -1127,11 +1129,7 @@ def report_rewards_table(report: Mapping[str, Any]) -> str:
     paired = report.get("paired", {})
     if paired:
         lines += ["", "| paired, same prompts | mean difference [95% CI] | wins / ties / losses |", "|---|---|---|"]
-        lines += [
-            f"| {name} | {p['diff']:+.4f} [{p['diff_low']:+.4f}, {p['diff_high']:+.4f}] | {p['wins']:.0%} / "
-            f"{p['ties']:.0%} / {p['losses']:.0%} |"
-            for name, p in paired.items()
-        ]
+        lines += [f"| {name} | {format_paired(p, digits=4)} |" for name, p in paired.items()]
     counts = report.get("counts", {})
     if counts:
         lines += ["", ", ".join(f"{k}: {v}" for k, v in counts.items())]

@@ -7,6 +7,7 @@
 - `samples_to_match`: how many best-of-N samples reach a given reward on a best-of-m curve (interpolated).
 - `bootstrap_ratio_ci`: a ratio of two means over the same prompts (e.g. the fraction of a gap recovered) with a
   paired bootstrap confidence interval.
+- `format_paired`: a `paired_comparison` result as the two markdown cells the reports print.
 
 Example:
     ```python
@@ -21,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "bootstrap_ratio_ci",
     "expected_best_of",
     "expected_best_of_curve",
+    "format_paired",
     "paired_comparison",
     "samples_to_match",
 ]
@@ -166,6 +168,13 @@ def paired_comparison(
         "losses": float((diff[valid] < -tol).sum() / count),
         "pairs": int(valid.sum()),
     }
+
+
+def format_paired(result: Mapping[str, float], digits: int = 3) -> str:
+    """``result`` of `paired_comparison` as two markdown cells: the mean difference with its CI, then the win / tie /
+    loss rates, e.g. ``+0.026 [-0.037, +0.089] | 49% / 10% / 41%``."""
+    diff, low, high = (f"{result[k]:+.{digits}f}" for k in ("diff", "diff_low", "diff_high"))
+    return f"{diff} [{low}, {high}] | {result['wins']:.0%} / {result['ties']:.0%} / {result['losses']:.0%}"
 
 
 def samples_to_match(curve: Sequence[float], target: float) -> float:

@@ -72,7 +72,7 @@ from aisp_trl.pipeline import (
     tokenize_prompts,
 )
 from aisp_trl.rewards import JudgeReward, RewardFunction
-from aisp_trl.stats import bootstrap_ci, bootstrap_ratio_ci, paired_comparison
+from aisp_trl.stats import bootstrap_ci, bootstrap_ratio_ci, format_paired, paired_comparison
 from aisp_trl.training import lora_config, token_nll, train_dpo, train_sft
 
 SOURCES = ("aisp", "bon_top_p")
@@ -486,9 +486,11 @@ def _seed_mean(table: list[list[float]]) -> list[float]:
 
 
 def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """Aggregates the saved units (per reward) into the report's tables."""
+    """Aggregates the saved units of ``args.seeds`` (per reward) into the report's tables."""
     report: dict[str, Any] = {"settings": settings_of(args), "seeds": args.seeds, "rewards": {}}
+    units = [u for u in units if u["seed"] is None or u["seed"] in args.seeds]  # None: the deterministic base
     seeds_done = set()
+    uneven = []
     for reward in args.rewards:
         mine = [u for u in units if u["reward"] == reward]
         by_stage = {s: sorted((u for u in mine if u["stage"] == s), key=lambda u: u["seed"]) for s in
@@ -512,6 +514,8 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
                 row["rows"] = [u["rows"] for u in us]
                 seeds_done.update(u["seed"] for u in us)
             section["models"][name] = row
+        if len({tuple(row["seeds"]) for name, row in section["models"].items() if name != "base"}) > 1:
+            uneven.append(reward)
         # pairs: seeds matched by seed value; the deterministic base pairs with every seed
         for a, b in PAIRS:
             if a not in tables or b not in tables:
@@ -556,6 +560,10 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
     warning = smoke_test_warning(args.num_eval_prompts, max(len(seeds_done), 1), fix=fix)
     if warning or len(seeds_done) < 3:
         report["warning"] = warning or f"{len(seeds_done)} seed(s): too few to tell the seeds' spread from an effect."
+    if uneven:  # an unfinished run: rows over different seeds are not comparable, the paired rows still are
+        note = (f"unfinished units ({', '.join(uneven)}): the models' rows average different seeds; compare the "
+                "paired rows (matched seeds), or finish the run.")  # fmt: skip
+        report["warning"] = f"{report['warning']} Also {note}" if "warning" in report else note.capitalize()
     return report
 
 
@@ -571,12 +579,11 @@ def _rows_for(us: list[dict[str, Any]], seeds: list[int | None]) -> list[list[fl
     return [[float(v) for v in (by_seed[s] if s in by_seed else by_seed[None])["rewards"]] for s in seeds]
 
 
-def _ci(value, digits: int = 3, signed: bool = False) -> str:
+def _ci(value, digits: int = 3) -> str:
     mean, low, high = value
-    sign = "+" if signed else ""
     if not math.isfinite(mean):
         return "—"
-    return f"{mean:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -619,10 +626,7 @@ def report_markdown(report: dict[str, Any]) -> str:
                       "|---|---:|---:|---:|"]  # fmt: skip
             for key, p in section["paired"].items():
                 a, b = key.split(" vs ")
-                lines.append(
-                    f"| {LABELS[a]} − {LABELS[b]} | {_ci((p['diff'], p['diff_low'], p['diff_high']), 3, True)} | "
-                    f"{p['wins']:.0%} / {p['ties']:.0%} / {p['losses']:.0%} | {p['pairs']} |"
-                )
+                lines.append(f"| {LABELS[a]} − {LABELS[b]} | {format_paired(p)} | {p['pairs']} |")
         if section["data"]:
             lines += ["", "| data source | samples per prompt | best reward (train prompts) | SFT rows | DPO pairs |",
                       "|---|---:|---:|---:|---:|"]  # fmt: skip

@@ -55,7 +55,14 @@ from aisp_trl.metrics import SentenceEmbedder, coherence, distinct_ngram_diversi
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
 from aisp_trl.sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler, Sample
-from aisp_trl.stats import bootstrap_ci, expected_best_of, expected_best_of_curve, paired_comparison, samples_to_match
+from aisp_trl.stats import (
+    bootstrap_ci,
+    expected_best_of,
+    expected_best_of_curve,
+    format_paired,
+    paired_comparison,
+    samples_to_match,
+)
 
 BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
 LABELS = {"aisp": "AISP (defaults)", "bon_top_p": "BoN (top-p)", "bon_gaussian": "BoN (N)", "greedy": "greedy"}
@@ -355,11 +362,8 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
                       "|---|---:|---:|---:|"]  # fmt: skip
             for name, p in section["paired"].items():
                 method, baseline = name.split(" vs ")
-                lines.append(
-                    f"| {LABELS.get(method, method)} − {LABELS[baseline]} | {p['diff']:+.3f} "
-                    f"[{p['diff_low']:+.3f}, {p['diff_high']:+.3f}] | {p['wins']:.0%} / {p['ties']:.0%} / "
-                    f"{p['losses']:.0%} | {p['pairs']} |"
-                )
+                label = f"{LABELS.get(method, method)} − {LABELS[baseline]}"
+                lines.append(f"| {label} | {format_paired(p)} | {p['pairs']} |")
         lines.append("")
     return "\n".join(lines)
 

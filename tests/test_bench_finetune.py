@@ -102,6 +102,17 @@ def test_bench_finetune_end_to_end_resume_and_report(script, checkpoints, tmp_pa
     assert "| DPO on AISP pairs − SFT on AISP bests |" in markdown and "> **Warning**" in markdown
     assert (out / "held_out.png").is_file() and json.loads((out / "report.json").read_text())["rewards"]
 
+    # the report covers the seeds asked for; a missing unit makes the rows uneven, which the report says
+    one = script.main(_args(script, checkpoints, out, "--seeds", "0", "--report_only"))
+    assert one["rewards"][str(rm1)]["models"]["sft_aisp"]["seeds"] == [0]
+    assert "unfinished" not in one["warning"]
+    moved = out / "units" / script.reward_key(str(rm1)) / "dpo_aisp" / "seed1.json"
+    moved.rename(moved.with_suffix(".bak"))
+    uneven = script.main(_args(script, checkpoints, out, "--report_only"))
+    assert uneven["rewards"][str(rm1)]["models"]["dpo_aisp"]["seeds"] == [0]
+    assert f"unfinished units ({rm1})" in uneven["warning"]
+    moved.with_suffix(".bak").rename(moved)
+
     # a rerun does not redo any finished unit (nothing generates or trains) and rebuilds the same report
     stamps = {p: p.stat().st_mtime_ns for p in units}
     for name in ("train_sft", "train_dpo", "run_generation"):

@@ -9,6 +9,7 @@ from aisp_trl.stats import (
     bootstrap_ratio_ci,
     expected_best_of,
     expected_best_of_curve,
+    format_paired,
     paired_comparison,
     samples_to_match,
 )
@@ -65,3 +66,9 @@ def test_bootstrap_ratio_ci_is_the_ratio_of_means_with_a_paired_interval():
     assert all(math.isnan(v) for v in bootstrap_ratio_ci([1.0, 2.0], [1.0, -1.0]))  # no gap to recover
     with pytest.raises(ValueError, match="same length"):
         bootstrap_ratio_ci([1.0], [1.0, 2.0])
+
+
+def test_format_paired_prints_the_reports_cells():
+    result = {"diff": 0.0263, "diff_low": -0.0371, "diff_high": 0.0894, "wins": 0.49, "ties": 0.1, "losses": 0.41}
+    assert format_paired(result) == "+0.026 [-0.037, +0.089] | 49% / 10% / 41%"
+    assert format_paired(result, digits=4).startswith("+0.0263 [-0.0371, +0.0894] |")
