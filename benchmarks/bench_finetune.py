@@ -56,6 +56,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from aisp_trl.compare import build_reward_by_name
@@ -523,9 +524,11 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
             common = _common_seeds(models[a], models[b])
             if not common:
                 continue
-            section["paired"][f"{a} vs {b}"] = paired_comparison(
-                _rows_for(models[a], common), _rows_for(models[b], common)
-            )
+            rows_a, rows_b = _rows_for(models[a], common), _rows_for(models[b], common)
+            paired = paired_comparison(rows_a, rows_b)
+            # the CI resamples prompts only; the spread of the per-seed means shows what training seeds add
+            paired["per_seed"] = [float(np.nanmean(np.subtract(x, y))) for x, y in zip(rows_a, rows_b, strict=True)]
+            section["paired"][f"{a} vs {b}"] = paired
         if "aisp" in tables:
             gap = [x - y for x, y in zip(_seed_mean(tables["aisp"]), tables["base"][0], strict=True)]
             finite = [g for g in gap if math.isfinite(g)]
@@ -622,11 +625,12 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines += ["", f"AISP did not beat the base on the held-out prompts (mean gap {section['aisp_gap']:+.3f}): "
                       "there is no gap to recover, P is undefined."]  # fmt: skip
         if section["paired"]:
-            lines += ["", "| paired (same prompts, seeds) | mean difference [95% CI] | wins / ties / losses | pairs |",
-                      "|---|---:|---:|---:|"]  # fmt: skip
+            lines += ["", "| paired (same prompts, seeds) | mean difference [95% CI] | wins / ties / losses | pairs "
+                      "| per seed |", "|---|---:|---:|---:|---:|"]  # fmt: skip
             for key, p in section["paired"].items():
                 a, b = key.split(" vs ")
-                lines.append(f"| {LABELS[a]} − {LABELS[b]} | {format_paired(p)} | {p['pairs']} |")
+                per_seed = ", ".join(f"{d:+.3f}" for d in p["per_seed"])
+                lines.append(f"| {LABELS[a]} − {LABELS[b]} | {format_paired(p)} | {p['pairs']} | {per_seed} |")
         if section["data"]:
             lines += ["", "| data source | samples per prompt | best reward (train prompts) | SFT rows | DPO pairs |",
                       "|---|---:|---:|---:|---:|"]  # fmt: skip

@@ -94,7 +94,9 @@ def test_bench_finetune_end_to_end_resume_and_report(script, checkpoints, tmp_pa
         assert low <= mean <= high
     assert set(section["gap_recovered"]) == set(TRAINED)
     assert {"sft_aisp vs sft_bon_top_p", "dpo_aisp vs dpo_bon_top_p", "dpo_aisp vs sft_aisp"} <= set(section["paired"])
-    assert section["paired"]["dpo_aisp vs sft_aisp"]["pairs"] == 4  # 2 seeds x 2 held-out prompts
+    dpo_sft = section["paired"]["dpo_aisp vs sft_aisp"]
+    assert dpo_sft["pairs"] == 4 and len(dpo_sft["per_seed"]) == 2  # 2 seeds x 2 held-out prompts
+    assert sum(dpo_sft["per_seed"]) / 2 == pytest.approx(dpo_sft["diff"])  # per-seed means average to the mean
     assert section["paired"]["sft_aisp vs base"]["pairs"] == 4  # the base pairs with every seed
     assert {"data_aisp", "data_bon_top_p", "aisp_held_out", "base eval", *TRAINED} <= set(section["seconds"])
     assert "smoke test, not a result" in report["warning"]
