@@ -36,10 +36,11 @@ python benchmarks/bench_finetune.py --rewards vader --seeds 0 --num_train_prompt
 ```
 
 Budget, measured with SmolLM2-135M on one CPU core (``--threads 1``, another run on the second core), 32 new
-tokens, N = 32: AISP data 14-20 min per (reward, seed) on 96 prompts, BoN (top-p) decoding 22-25 min per seed
-(shared by the rewards, then re-scored), AISP on the 48 held-out prompts 7 min, a greedy evaluation about 1 min,
-SFT 3.5 min and DPO 8.5 min per 48-step model: about 75 min per (VADER, seed). Relevance (MiniLM) adds little; the
-judge (the base model scoring every sample) adds about 30 min per seed. Minutes on a GPU. ``report.md`` lists the
+tokens, N = 32: AISP data 13-20 min per (reward, seed) on 96 prompts, BoN (top-p) decoding 21-25 min per seed
+(shared by the rewards, then re-scored in seconds), AISP on the 48 held-out prompts 6-7.5 min, a greedy evaluation
+under 1 min, SFT 3-4.5 min and DPO 8-8.5 min per 48-step model: about 75 min per (reward, seed) with its own BoN
+decoding, 55 min with a shared one (VADER and relevance alike). The judge (the base model scoring every sample)
+should add about 30 min per seed (estimated, not run). Minutes on a GPU. ``report.md`` lists the
 measured time of every stage; a stage resumed mid-way counts only its remaining part, and a BoN data unit counts
 its share of the shared decoding (all of it when its reward ran alone).
 """
