@@ -148,7 +148,9 @@ def paired_comparison(
 
     Returns:
         `dict` with ``diff`` (mean of ``a - b``), ``diff_low`` / ``diff_high`` (bootstrap CI over prompts of the
-        seed-averaged differences), and ``wins`` / ``ties`` / ``losses`` (fractions of (seed, prompt) pairs).
+        seed-averaged differences), ``wins`` / ``ties`` / ``losses`` (fractions of (seed, prompt) pairs),
+        ``pairs`` (their count) and ``per_seed`` (the mean difference of each seed: the CI resamples prompts only,
+        so this is where the spread between seeds shows).
     """
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 2:
@@ -167,6 +169,7 @@ def paired_comparison(
         "ties": float((np.abs(diff[valid]) <= tol).sum() / count),
         "losses": float((diff[valid] < -tol).sum() / count),
         "pairs": int(valid.sum()),
+        "per_seed": [float(np.nanmean(row)) for row in diff],
     }
 
 

@@ -57,7 +57,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from aisp_trl.compare import build_reward_by_name
@@ -525,11 +524,9 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
             common = _common_seeds(models[a], models[b])
             if not common:
                 continue
-            rows_a, rows_b = _rows_for(models[a], common), _rows_for(models[b], common)
-            paired = paired_comparison(rows_a, rows_b)
-            # the CI resamples prompts only; the spread of the per-seed means shows what training seeds add
-            paired["per_seed"] = [float(np.nanmean(np.subtract(x, y))) for x, y in zip(rows_a, rows_b, strict=True)]
-            section["paired"][f"{a} vs {b}"] = paired
+            section["paired"][f"{a} vs {b}"] = paired_comparison(
+                _rows_for(models[a], common), _rows_for(models[b], common)
+            )
         if "aisp" in tables:
             gap = [x - y for x, y in zip(_seed_mean(tables["aisp"]), tables["base"][0], strict=True)]
             finite = [g for g in gap if math.isfinite(g)]
@@ -567,7 +564,7 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
     if uneven:  # an unfinished run: rows over different seeds are not comparable, the paired rows still are
         note = (f"unfinished units ({', '.join(uneven)}): the models' rows average different seeds; compare the "
                 "paired rows (matched seeds), or finish the run.")  # fmt: skip
-        report["warning"] = f"{report['warning']} Also {note}" if "warning" in report else note.capitalize()
+        report["warning"] = f"{report['warning']} Also {note}" if "warning" in report else f"U{note[1:]}"
     return report
 
 

@@ -44,6 +44,7 @@ def test_paired_comparison_by_hand():
     assert out["diff"] == pytest.approx(0.7 / 6)
     assert (out["wins"], out["ties"], out["losses"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
     assert out["diff_low"] <= out["diff"] <= out["diff_high"] and out["pairs"] == 6
+    assert out["per_seed"] == pytest.approx([0.3 / 3, 0.4 / 3])  # (0.5 + 0 - 0.2) / 3, (0.5 - 0.1 + 0) / 3
     with pytest.raises(ValueError, match="same shape"):
         paired_comparison([[1.0]], [[1.0, 2.0]])
 
