@@ -1,11 +1,9 @@
 """aisp-trl: test-time alignment by adaptive importance sampling on pre-logits (AISP) for trl users."""
 
-from .baselines import ARGSSampler, GaussianBestOfNSampler, REControlSampler
 from .config import AISPConfig
-from .controllers import AmortizedSampler, PrelogitController, ValueMLP
+from .controllers import PrelogitController, ValueMLP
 from .decoding import Decoder, HFDecoder
-from .hooks import capture_prelogits, find_output_layer, perturb_prelogits, transform_prelogits
-from .metrics import (
+from .evaluation.metrics import (
     aggregate_curves,
     bon_curve,
     coherence,
@@ -15,6 +13,7 @@ from .metrics import (
     stepwise_kl_from_base,
     token_flip_rate,
 )
+from .hooks import capture_prelogits, find_output_layer, perturb_prelogits, transform_prelogits
 from .proposals import AR1Proposal, IIDProposal, Proposal, SteeringProposal, make_proposal
 from .rewards import (
     CompletionReward,
@@ -26,7 +25,17 @@ from .rewards import (
     TextReward,
     VaderSentimentReward,
 )
-from .sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler, Sample
+from .samplers import (
+    AISPSampler,
+    AmortizedSampler,
+    ARGSSampler,
+    BestOfNSampler,
+    GaussianBestOfNSampler,
+    GreedySampler,
+    LengthSampler,
+    REControlSampler,
+)
+from .types import AISPResult, Sample, SearchResult
 
 __version__ = "0.1.0"
 
@@ -64,6 +73,7 @@ __all__ = [
     "LengthSampler",
     "RewardFunction",
     "Sample",
+    "SearchResult",
     "SequenceClassifierReward",
     "TextReward",
     "VaderSentimentReward",

@@ -27,25 +27,17 @@ import torch
 from trl import TrlParser
 
 from .config import AISPConfig
-from .models import EMBEDDED_MODEL, check_device, load_model_and_tokenizer
-from .pipeline import build_reward
+from .models import check_device, load_model_and_tokenizer
+from .pipeline.arguments import ModelArguments, RewardArguments
 from .prompts import apply_chat_template, builtin_prompts
-from .sampler import AISPSampler, GreedySampler, LengthSampler
+from .rewards import build_reward
+from .samplers import AISPSampler, GreedySampler, LengthSampler
 
 
 @dataclass
-class GenerateArguments:
-    """What to run AISP on; the AISP hyper-parameters come from `AISPConfig`."""
+class GenerateArguments(ModelArguments, RewardArguments):
+    """What to run AISP on (model, reward, prompts, horizon); the AISP hyper-parameters come from `AISPConfig`."""
 
-    model_name_or_path: str = field(
-        default=EMBEDDED_MODEL,
-        metadata={"help": f"Causal LM: '{EMBEDDED_MODEL}' (embedded, offline) or a Hub id / local folder."},
-    )
-    reward: str = field(
-        default="vader",
-        metadata={"help": "'vader' (sentiment of the completion) or a sequence-classification reward model path."},
-    )
-    reward_max_length: int = field(default=1024, metadata={"help": "Reward-model inputs are truncated to this."})
     num_prompts: int = field(default=8, metadata={"help": "How many built-in prompts to run (ignored with a file)."})
     prompts_file: str | None = field(
         default=None,
@@ -58,15 +50,12 @@ class GenerateArguments:
     use_chat_template: bool = field(
         default=True, metadata={"help": "Wrap each prompt as a user message with the tokenizer's chat template."}
     )
-    dtype: str = field(default="float32", metadata={"help": "Model dtype: float32, bfloat16 or float16."})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if present)."})
     output_file: str | None = field(default=None, metadata={"help": "Write every record (JSON) to this path."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the model and reward fields
         if self.max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}.")
-        if self.reward_max_length < 1:
-            raise ValueError(f"`reward_max_length` must be >= 1, got {self.reward_max_length}.")
         if self.prompts_file is not None and not Path(self.prompts_file).is_file():
             raise ValueError(f"`prompts_file` {self.prompts_file!r} does not exist; pass a text file path.")
 

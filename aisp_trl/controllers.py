@@ -1,28 +1,20 @@
 """Small trained modules on the pre-logit: RE-Control's value function and an amortized AISP controller.
 
-Both act on ``z_t``, the hidden state entering the LM head, while one greedy decode runs (`transform_prelogits`):
+Both act on ``z_t``, the hidden state entering the LM head, while one greedy decode runs (`transform_prelogits`).
+This module holds the modules, their fitting and their safetensors I/O; the samplers that decode with them are
+`aisp_trl.samplers.REControlSampler` (which also collects RE-Control's training data) and
+`aisp_trl.samplers.AmortizedSampler`.
 
 - RE-Control (Kong et al., NeurIPS 2024): a value MLP ``V(z)`` trained on the pre-logits of base-model responses to
-  predict their final reward; at test time ``n_steps`` gradient-ascent steps of size ``step_size`` on ``z_t``
-  before the LM head (`gradient_ascent`). `collect_value_data` samples the responses and records their pre-logits
-  through the capture hook, `train_value_model` fits ``V`` with the authors' objective, `train_re_control` does
-  both. The sampler is `aisp_trl.baselines.REControlSampler`.
+  predict their final reward (`train_value_model`, the authors' objective); at test time ``n_steps``
+  gradient-ascent steps of size ``step_size`` on ``z_t`` before the LM head (`gradient_ascent`).
 - Amortized AISP: a controller MLP ``u_t = f(z_t)`` fitted on AISP's per-prompt results (the perturbation ``V``
   that decoded the best response, or the final mean ``U``, paired with the pre-logits of the trajectory it decoded;
-  `controller_pairs`, `fit_controller`). `AmortizedSampler` decodes greedily with ``z_t + u_t``: one decode, no
-  reward calls. Its last layer starts at zero, so an untrained controller decodes exactly greedy.
+  `controller_pairs`, `fit_controller`). Its last layer starts at zero, so an untrained controller decodes exactly
+  greedy.
 
 Both modules save and load with safetensors (`save_module`, `load_module`), their sizes and training record in
 the file's metadata.
-
-Example:
-    ```python
-    >>> from aisp_trl.controllers import REControlConfig, train_re_control
-    >>> from aisp_trl.baselines import REControlSampler
-    >>> value, info = train_re_control(model, tokenizer, reward, queries, prompts, REControlConfig(max_new_tokens=32))
-    >>> sampler = REControlSampler(model, tokenizer, reward, LengthSampler(32, 33), value, n_steps=30, step_size=0.5)
-    >>> sampler.generate(tokenizer("The movie was").input_ids)  # [[text]]
-    ```
 """
 
 from __future__ import annotations
@@ -32,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,42 +34,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
+from ._validation import check_int, check_positive
 from .hooks import capture_prelogits, find_output_layer, generation_model, unwrap_model
-from .rewards import RewardFunction
-from .sampler import BestOfNSampler, GreedySampler, LengthSampler
 
 __all__ = [
-    "AmortizedSampler",
     "ControllerConfig",
     "PrelogitController",
     "REControlConfig",
     "ValueMLP",
-    "collect_value_data",
     "controller_pairs",
     "fit_controller",
     "gradient_ascent",
     "load_module",
     "prelogits_along",
     "save_module",
-    "train_re_control",
     "train_value_model",
     "value_loss",
 ]
 
 VALUE_OBJECTIVES = ("bellman", "monte_carlo")
 CONTROLLER_TARGETS = ("best", "mean")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-
-
-def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -116,20 +92,20 @@ class REControlConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("samples_per_prompt", 1), ("max_new_tokens", 1), ("num_layers", 2), ("epochs", 1)):
-            _check_int(name, getattr(self, name), low)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("n_steps", self.n_steps, 0)
-        _check_int("top_k", self.top_k, 0)
+            check_int(name, getattr(self, name), low)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("n_steps", self.n_steps, 0)
+        check_int("top_k", self.top_k, 0)
         if self.hidden_size is not None:
-            _check_int("hidden_size", self.hidden_size, 1)
-        _check_positive("temperature", self.temperature)
-        _check_positive("learning_rate", self.learning_rate)
-        _check_positive("step_size", self.step_size, allow_zero=True)
+            check_int("hidden_size", self.hidden_size, 1)
+        check_positive("temperature", self.temperature)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("step_size", self.step_size, allow_zero=True)
         if not (isinstance(self.top_p, int | float) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"`top_p` must lie in (0, 1], got {self.top_p!r}; 1.0 samples from the full softmax.")
         if self.objective not in VALUE_OBJECTIVES:
             raise ValueError(f"`objective` must be one of {VALUE_OBJECTIVES}, got {self.objective!r}.")
-        _check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0)
 
 
 @dataclass
@@ -158,10 +134,10 @@ class ControllerConfig:
         if self.target not in CONTROLLER_TARGETS:
             raise ValueError(f"`target` must be one of {CONTROLLER_TARGETS}, got {self.target!r}.")
         for name in ("hidden_size", "epochs", "batch_size"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
-        _check_positive("learning_rate", self.learning_rate)
-        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
         if not (isinstance(self.validation_fraction, int | float) and 0.0 <= self.validation_fraction < 1.0):
             raise ValueError(
                 f"`validation_fraction` must lie in [0, 1), got {self.validation_fraction!r}; 0 disables it."
@@ -203,10 +179,10 @@ class ValueMLP(nn.Module):
 
     def __init__(self, input_dim: int, hidden_size: int | None = None, num_layers: int = 3):
         super().__init__()
-        _check_int("input_dim", input_dim, 1)
-        _check_int("num_layers", num_layers, 2)
+        check_int("input_dim", input_dim, 1)
+        check_int("num_layers", num_layers, 2)
         hidden = hidden_size or input_dim
-        _check_int("hidden_size", hidden, 1)
+        check_int("hidden_size", hidden, 1)
         self.input_dim, self.hidden_size, self.num_layers = input_dim, hidden, num_layers
         self.norm = _Standardize(input_dim)
         widths = [input_dim] + [hidden] * (num_layers - 1) + [1]
@@ -237,8 +213,8 @@ class PrelogitController(nn.Module):
 
     def __init__(self, input_dim: int, hidden_size: int = 256):
         super().__init__()
-        _check_int("input_dim", input_dim, 1)
-        _check_int("hidden_size", hidden_size, 1)
+        check_int("input_dim", input_dim, 1)
+        check_int("hidden_size", hidden_size, 1)
         self.input_dim, self.hidden_size = input_dim, hidden_size
         self.norm = _Standardize(input_dim)
         self.hidden = nn.Linear(input_dim, hidden_size)
@@ -335,44 +311,6 @@ def prelogits_along(model: nn.Module, query: Sequence[int], completion: Sequence
 # ------------------------------------------------------------------------------------------------ RE-Control
 
 
-def collect_value_data(
-    model: nn.Module,
-    tokenizer: Any,
-    reward: RewardFunction | Callable[[list[str]], Sequence[float]],
-    queries: list[list[int]],
-    prompts: list[str] | None,
-    config: REControlConfig,
-) -> dict[str, Tensor]:
-    """Samples ``samples_per_prompt`` base-model responses per query, scores them, records their pre-logits.
-
-    Returns:
-        `dict` with ``states`` `(M, T, d)` (zero-padded), ``mask`` `(M, T)` (1 on the steps of each response) and
-        ``rewards`` `(M,)`, for the ``M = len(queries) * samples_per_prompt`` responses (empty ones dropped).
-    """
-    base = getattr(generation_model(model), "generation_config", None)
-    sampling = copy.deepcopy(base) if base is not None else GenerationConfig()
-    sampling.update(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
-    horizon = LengthSampler(config.max_new_tokens, config.max_new_tokens + 1)
-    sampler = BestOfNSampler(
-        model, tokenizer, reward, horizon, config.samples_per_prompt, config.seed, config.samples_per_prompt, sampling
-    )
-    trajectories, rewards = [], []
-    for i, query in enumerate(queries):  # one query at a time: BestOfNSampler decodes one query per call anyway
-        result = sampler.search([query], prompts=None if prompts is None else [prompts[i]])[0]
-        for sample in result.samples:
-            if sample.completion_ids and math.isfinite(sample.reward):
-                trajectories.append(prelogits_along(model, query, sample.completion_ids))
-                rewards.append(sample.reward)
-    if not trajectories:
-        raise ValueError("no sampled response had tokens and a finite reward; check the reward and `max_new_tokens`.")
-    width, length = trajectories[0].shape[1], max(len(z) for z in trajectories)
-    states = torch.zeros(len(trajectories), length, width)
-    mask = torch.zeros(len(trajectories), length)
-    for m, z in enumerate(trajectories):
-        states[m, : len(z)], mask[m, : len(z)] = z, 1.0
-    return {"states": states, "mask": mask, "rewards": torch.tensor(rewards, dtype=torch.float32)}
-
-
 def value_loss(values: Tensor, mask: Tensor, rewards: Tensor, objective: str = "bellman") -> Tensor:
     """RE-Control's value objective on a batch of trajectories.
 
@@ -433,31 +371,6 @@ def train_value_model(data: dict[str, Tensor], config: REControlConfig) -> tuple
         losses.append(total / len(states))
     value.eval()
     return value, {"losses": losses, "train_seconds": time.perf_counter() - start}
-
-
-def train_re_control(
-    model: nn.Module,
-    tokenizer: Any,
-    reward: RewardFunction | Callable[[list[str]], Sequence[float]],
-    queries: list[list[int]],
-    prompts: list[str] | None,
-    config: REControlConfig,
-) -> tuple[ValueMLP, dict[str, Any]]:
-    """`collect_value_data` then `train_value_model`; the record holds both costs (``collect_seconds``,
-    ``train_seconds``), the data size and the settings."""
-    start = time.perf_counter()
-    data = collect_value_data(model, tokenizer, reward, queries, prompts, config)
-    collect_seconds = time.perf_counter() - start
-    value, record = train_value_model(data, config)
-    return value, {
-        **record,
-        "collect_seconds": collect_seconds,
-        "num_prompts": len(queries),
-        "num_trajectories": len(data["rewards"]),
-        "num_states": int(data["mask"].sum()),
-        "reward_mean": float(data["rewards"].mean()),
-        "config": asdict(config),
-    }
 
 
 def gradient_ascent(value: nn.Module, z: Tensor, n_steps: int, step_size: float) -> Tensor:
@@ -604,7 +517,7 @@ def fit_controller(pairs: Sequence[tuple[Tensor, Tensor]], config: ControllerCon
 
 
 def attach_prelogit_module(
-    sampler: GreedySampler, module: nn.Module | str | os.PathLike, cls: type[nn.Module], kind: str, argument: str
+    sampler: Any, module: nn.Module | str | os.PathLike, cls: type[nn.Module], kind: str, argument: str
 ) -> nn.Module:
     """``module`` (or the safetensors file it names) checked against the sampler's LM-head width, moved to the
     head's device, in eval mode: what `REControlSampler` and `AmortizedSampler` decode with."""
@@ -622,54 +535,3 @@ def attach_prelogit_module(
             "train it on this model's pre-logits."
         )
     return module.to(sampler.output_layer.weight.device).eval()
-
-
-class AmortizedSampler(GreedySampler):
-    """AISP amortized: one greedy decode with ``z_t + scale * f(z_t)``, ``f`` a trained `PrelogitController`.
-
-    No search and no reward call during decoding (the reward only scores the one response, as for greedy).
-
-    Args:
-        model, tokenizer, queries_to_scores, length_sampler, generation_config: as in `aisp_trl.AISPSampler`.
-        controller (`PrelogitController` or `str` / `os.PathLike`): the controller, or its safetensors file.
-        scale (`float`, defaults to 1.0): multiplies ``u_t`` (0 decodes plain greedy).
-        seed (`int`, *optional*): accepted for API compatibility; nothing is drawn.
-        n_candidates (`int`, defaults to 1): must be 1 (one response per query).
-        prompt_batch_size (`int`, defaults to 8): queries decoded together.
-
-    Example:
-        ```python
-        >>> sampler = AmortizedSampler(model, tokenizer, reward, LengthSampler(32, 33), "controller.safetensors")
-        >>> sampler.generate(tokenizer("The movie was").input_ids)  # [[text]]
-        ```
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        queries_to_scores: RewardFunction | Callable[[list[str]], Sequence[float]],
-        length_sampler: Callable[[], int],
-        controller: PrelogitController | str | os.PathLike,
-        seed: int | None = None,
-        n_candidates: int = 1,
-        generation_config: GenerationConfig | None = None,
-        *,
-        scale: float = 1.0,
-        prompt_batch_size: int = 8,
-    ):
-        if n_candidates != 1:
-            raise ValueError(
-                f"`n_candidates` must be 1: the amortized controller decodes one response, got {n_candidates!r}."
-            )
-        _check_positive("scale", scale, allow_zero=True)
-        super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config, prompt_batch_size)
-        self.controller = attach_prelogit_module(self, controller, PrelogitController, "controller", "controller")
-        self.scale, self.seed = float(scale), seed
-
-    def _prelogit_transform(self) -> Callable[[Tensor, int], Tensor]:
-        def add_control(z: Tensor, t: int) -> Tensor:
-            with torch.no_grad():
-                return z + self.scale * self.controller(z).to(z.dtype)
-
-        return add_control

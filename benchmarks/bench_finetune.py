@@ -59,9 +59,10 @@ from typing import Any
 
 import torch
 
-from aisp_trl.compare import build_reward_by_name
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, prompt_text
-from aisp_trl.metrics import SentenceEmbedder, coherence, distinct_ngram_diversity
+from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity
+from aisp_trl.evaluation.report import smoke_test_warning
+from aisp_trl.evaluation.stats import bootstrap_ci, bootstrap_ratio_ci, format_paired, paired_comparison
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
@@ -69,11 +70,9 @@ from aisp_trl.pipeline import (
     greedy_records,
     load_vllm_engine,
     run_generation,
-    smoke_test_warning,
     tokenize_prompts,
 )
-from aisp_trl.rewards import JudgeReward, RewardFunction
-from aisp_trl.stats import bootstrap_ci, bootstrap_ratio_ci, format_paired, paired_comparison
+from aisp_trl.rewards import JudgeReward, RewardFunction, SentenceEmbedder, build_reward
 from aisp_trl.training import lora_config, token_nll, train_dpo, train_sft
 
 SOURCES = ("aisp", "bon_top_p")
@@ -105,7 +104,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name_or_path", default=EMBEDDED_MODEL, help="Causal LM (default: embedded SmolLM2).")
     parser.add_argument(
         "--rewards", nargs="+", default=["vader", "relevance"], help="Reward names ('vader', 'judge', 'relevance', a "
-        "sequence-classification reward-model folder; see aisp_trl.compare.build_reward_by_name)."
+        "sequence-classification reward-model folder; see aisp_trl.rewards.build_reward)."
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds (generation and training).")
     parser.add_argument(
@@ -294,7 +293,7 @@ class Runner:
             if name == "judge" and self.args.model_name_or_path == EMBEDDED_MODEL:
                 self._rewards[name] = JudgeReward(self.model, self.tokenizer)
             else:
-                self._rewards[name] = build_reward_by_name(name, device=self.device, embedder=self.embedder)
+                self._rewards[name] = build_reward(name, device=self.device, embedder=self.embedder)
         return self._rewards[name]
 
     # -- units ------------------------------------------------------------------------------------------------

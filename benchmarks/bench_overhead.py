@@ -1,6 +1,6 @@
 """Wall-clock overhead of AISP, measured side by side in one run (paper 5.3: 1% per iteration, 8% batched).
 
-Ratios of medians over interleaved repetitions (`aisp_trl.compare.measure_overhead`), every case decoding exactly
+Ratios of medians over interleaved repetitions (`measure_overhead` below), every case decoding exactly
 ``--max_new_tokens`` tokens per row (EOS suppressed until then):
 
 - one AISP iteration / one BoN (top-p) iteration, both with n rows, scoring included;
@@ -22,16 +22,172 @@ python benchmarks/bench_overhead.py --sample_size 2 --prompt_batch_size 2 --max_
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
-from aisp_trl.compare import build_reward_by_name, measure_overhead
 from aisp_trl.data import load_prompts
+from aisp_trl.hooks import find_output_layer, generation_model, perturb_prelogits
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
+from aisp_trl.rewards import RewardFunction, build_reward
+from aisp_trl.samplers import AISPSampler, BestOfNSampler, LengthSampler
+from aisp_trl.types import SearchResult
+
+
+def measure_overhead(
+    model: nn.Module,
+    tokenizer: Any,
+    reward: RewardFunction | Callable[[list[str]], Sequence[float]],
+    queries: list[list[int]],
+    *,
+    sample_size: int = 8,
+    prompt_batch_size: int = 4,
+    max_new_tokens: int = 32,
+    repeats: int = 5,
+    sigma2: float = 0.5,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Wall-clock cost ratios of AISP, measured side by side: interleaved repetitions, medians (paper 5.3).
+
+    Every case decodes exactly ``max_new_tokens`` tokens per row (``min_new_tokens = max_new_tokens``: EOS is
+    suppressed until the horizon), so the cases differ only in what each method adds. After one untimed warm-up of
+    each case, each repetition runs every case once, in an order rotated by one per repetition.
+
+    Cases:
+        - ``aisp_iteration``: one AISP iteration on ``queries[0]`` (``n`` rows: noise draw, hooked greedy
+          ``generate``, scoring, importance weights and mean update).
+        - ``bon_iteration``: trl's best-of-n (top-p sampling) with ``N = n`` on ``queries[0]``, with scoring.
+        - ``plain_generate`` / ``hook_zero_noise``: greedy ``generate`` of ``n`` rows of ``queries[0]``, without and
+          with the pre-logit hook adding zeros (the hook's own cost).
+        - ``batched_aisp``: AISP on ``b = prompt_batch_size`` prompts in one batch of ``b * n`` rows for
+          ``kappa = b`` iterations (``n * b`` samples per prompt, paper 3.5: same iterations as BoN).
+        - ``bon_equal_budget``: best-of-n (top-p) with ``N = n * b`` on the same ``b`` prompts, one after another.
+
+    Args:
+        model, tokenizer: the causal LM and its tokenizer.
+        reward (`RewardFunction` or `queries_to_scores`): scores samples in the sampler cases.
+        queries (`list[list[int]]`): tokenized prompts; at least ``prompt_batch_size`` of them.
+        sample_size (`int`, defaults to 8): ``n``.
+        prompt_batch_size (`int`, defaults to 4): ``b`` (and AISP's ``kappa`` in the batched case).
+        max_new_tokens (`int`, defaults to 32): the fixed length.
+        repeats (`int`, defaults to 5): timed repetitions per case (>= 1; the medians need >= 5 to mean much).
+        sigma2 (`float`, defaults to 0.5): AISP's noise variance.
+        seed (`int`, defaults to 0): seeds the samplers.
+        show_progress (`bool`, defaults to True): a tqdm bar over the timed runs.
+
+    Returns:
+        `dict`: ``settings``; ``seconds`` (case -> list of timings); ``median_seconds``; ``ratios``:
+        ``aisp_iteration / bon_iteration``, ``batched_aisp / bon_equal_budget``, ``hook_zero_noise /
+        plain_generate``, ``aisp_iteration / plain_generate``; ``fixed_length`` (True when every case decoded
+        exactly ``max_new_tokens`` tokens per row in the warm-up).
+    """
+    for name, value in (
+        ("sample_size", sample_size),
+        ("prompt_batch_size", prompt_batch_size),
+        ("max_new_tokens", max_new_tokens),
+        ("repeats", repeats),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    if len(queries) < prompt_batch_size:
+        raise ValueError(
+            f"`queries` has {len(queries)} prompts but `prompt_batch_size` is {prompt_batch_size}; pass at least "
+            f"{prompt_batch_size} queries or lower `prompt_batch_size`."
+        )
+    n, b, tau = sample_size, prompt_batch_size, max_new_tokens
+    horizon = LengthSampler(tau, tau + 1)
+    generator = generation_model(model)
+    width = find_output_layer(model).weight.shape[1]
+    device = find_output_layer(model).weight.device
+    one, batch = [queries[0]], queries[:b]
+
+    # min_new_tokens = max_new_tokens: no EOS before tau tokens, so every case decodes exactly tau tokens per row
+    greedy = copy.deepcopy(getattr(generator, "generation_config", None) or GenerationConfig())
+    greedy.update(do_sample=False, num_beams=1, max_new_tokens=tau, min_new_tokens=tau)
+    greedy.update(temperature=None, top_p=None, top_k=None, min_p=None)
+    if greedy.pad_token_id is None:
+        greedy.pad_token_id = tokenizer.pad_token_id
+    top_p = copy.deepcopy(greedy)
+    top_p.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)  # BestOfNSampler's default BoN (top-p)
+
+    aisp_iter = AISPSampler(model, tokenizer, reward, horizon, n, seed, 1, greedy, n_iterations=1, sigma2=sigma2)
+    bon_iter = BestOfNSampler(model, tokenizer, reward, horizon, n, seed, 1, top_p)
+    aisp_batched = AISPSampler(
+        model, tokenizer, reward, horizon, n, seed, 1, greedy, n_iterations=b, sigma2=sigma2, prompt_batch_size=b
+    )
+    bon_budget = BestOfNSampler(model, tokenizer, reward, horizon, n * b, seed, 1, top_p)
+
+    ids = torch.tensor([queries[0]] * n, dtype=torch.long, device=device)  # (n, L_q), one prompt: no padding
+    zeros = torch.zeros(n, tau, width)  # (n, tau, d)
+
+    def plain() -> int:
+        with torch.no_grad():
+            out = generator.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
+        return int(out.shape[1] - ids.shape[1])
+
+    def hooked() -> int:
+        with torch.no_grad(), perturb_prelogits(model, zeros):
+            out = generator.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
+        return int(out.shape[1] - ids.shape[1])
+
+    def lengths(results: list[SearchResult]) -> set[int]:
+        return {len(s.completion_ids) for r in results for s in r.samples}
+
+    cases: dict[str, Callable[[], Any]] = {
+        "aisp_iteration": lambda: lengths(aisp_iter.search(one)),
+        "bon_iteration": lambda: lengths(bon_iter.search(one)),
+        "plain_generate": lambda: {plain()},
+        "hook_zero_noise": lambda: {hooked()},
+        "batched_aisp": lambda: lengths(aisp_batched.search(batch)),
+        "bon_equal_budget": lambda: lengths(bon_budget.search(batch)),
+    }
+    names = list(cases)
+    fixed_length = all(cases[name]() == {tau} for name in names)  # warm-up, and the fixed-length check
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    with tqdm(total=repeats * len(names), desc="overhead", unit="run", disable=not show_progress) as progress:
+        for r in range(repeats):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:  # interleaved: each case sees the same machine load
+                start = time.perf_counter()
+                cases[name]()
+                seconds[name].append(time.perf_counter() - start)
+                progress.update(1)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    ratios = {
+        "aisp_iteration / bon_iteration": median["aisp_iteration"] / median["bon_iteration"],
+        "batched_aisp / bon_equal_budget": median["batched_aisp"] / median["bon_equal_budget"],
+        "hook_zero_noise / plain_generate": median["hook_zero_noise"] / median["plain_generate"],
+        "aisp_iteration / plain_generate": median["aisp_iteration"] / median["plain_generate"],
+    }
+    return {
+        "settings": {
+            "sample_size": n,
+            "prompt_batch_size": b,
+            "batched_aisp_iterations": b,
+            "samples_per_prompt_batched": n * b,
+            "max_new_tokens": tau,
+            "repeats": repeats,
+            "sigma2": sigma2,
+            "seed": seed,
+            "query_lengths": [len(q) for q in batch],
+            "torch_threads": torch.get_num_threads(),
+        },
+        "seconds": seconds,
+        "median_seconds": median,
+        "ratios": ratios,
+        "fixed_length": fixed_length,
+    }
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -77,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=args.device)
-    reward = build_reward_by_name(args.reward, device=args.device)
+    reward = build_reward(args.reward, device=args.device)
     prompts = load_prompts(args.prompt_source, max_prompts=args.prompt_batch_size)
     _, queries = tokenize_prompts(tokenizer, prompts, framing=args.framing)
     result = measure_overhead(

@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
-from aisp_trl.compare import METHOD_LABELS, CompareArguments, run_comparison, write_outputs
 from aisp_trl.config import AISPConfig
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from aisp_trl.pipeline.compare import CompareArguments, run_comparison, write_outputs
+from aisp_trl.samplers.registry import method_label
 
 DEFAULT_LAM = {"vader": 0.3, "relevance": 0.05, "vader+relevance": 0.05}
 """lambda per reward: on the scale of the spread of the rewards within one prompt's samples (VADER spreads more)."""
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "reward": reward,
                     "lam": lam,
                     "method": method,
-                    "label": METHOD_LABELS[method],
+                    "label": method_label(method),
                     "reward_mean": entry["summary"]["reward_mean"],
                     "reward_std": entry["summary"]["reward_std"],
                     "curve": [values[k - 1] if k - 1 < len(values) else None for k in ks],

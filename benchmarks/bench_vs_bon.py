@@ -47,15 +47,10 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from aisp_trl.baselines import GaussianBestOfNSampler
-from aisp_trl.compare import build_reward_by_name
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
-from aisp_trl.metrics import SentenceEmbedder, coherence, distinct_ngram_diversity
-from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
-from aisp_trl.pipeline import tokenize_prompts
-from aisp_trl.sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler, Sample
-from aisp_trl.stats import (
+from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity
+from aisp_trl.evaluation.stats import (
     bootstrap_ci,
     expected_best_of,
     expected_best_of_curve,
@@ -63,6 +58,11 @@ from aisp_trl.stats import (
     paired_comparison,
     samples_to_match,
 )
+from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from aisp_trl.pipeline import tokenize_prompts
+from aisp_trl.rewards import SentenceEmbedder, build_reward
+from aisp_trl.samplers import AISPSampler, BestOfNSampler, GaussianBestOfNSampler, GreedySampler, LengthSampler
+from aisp_trl.types import AISPResult, Sample
 
 BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
 LABELS = {"aisp": "AISP (defaults)", "bon_top_p": "BoN (top-p)", "bon_gaussian": "BoN (N)", "greedy": "greedy"}
@@ -435,7 +435,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                             )
                         continue
                     if reward_name not in rewards:
-                        rewards[reward_name] = build_reward_by_name(reward_name, embedder=embedder)
+                        rewards[reward_name] = build_reward(reward_name, embedder=embedder)
                     unit = run_unit(method, specs[method], reward_name, seed, model, tokenizer,
                                     rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
                     unit["settings"] = settings

@@ -21,11 +21,11 @@ import time
 import torch
 
 from aisp_trl import GreedySampler, LengthSampler, VaderSentimentReward
-from aisp_trl.baselines import REControlSampler
-from aisp_trl.controllers import AmortizedSampler, load_module
+from aisp_trl.controllers import load_module
 from aisp_trl.models import load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
 from aisp_trl.prompts import prompt_split
+from aisp_trl.samplers import AmortizedSampler, REControlSampler
 
 
 def make_parser() -> argparse.ArgumentParser:

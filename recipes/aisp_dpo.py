@@ -31,15 +31,13 @@ from __future__ import annotations
 import argparse
 
 from aisp_trl.data import build_preference_dataset
+from aisp_trl.evaluation.report import report_rewards_table, report_uncertainty, write_report
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
     finished_training,
     generate_for_training,
     mark_training_finished,
-    report_rewards_table,
-    report_uncertainty,
     summarize_records,
-    write_report,
 )
 from aisp_trl.training import train_dpo
 

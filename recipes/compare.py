@@ -5,7 +5,7 @@ Runs the chosen methods (`aisp`, `bon_top_p`, `bon_gaussian`, `args`, `greedy`, 
 baseline with ``N = n * kappa`` samples per prompt, and writes to ``--output_dir``: ``results.json`` (per method and
 prompt: best reward, best text, seconds; summaries; AISP's paired win rates; curves), ``results.md`` (the table) and
 ``curves.png`` (the paper's Fig. 3: AISP mean / best at k and best so far, BoN best of N = n·k). The logic lives in
-`aisp_trl.compare`.
+`aisp_trl.pipeline.compare`.
 
 ```bash
 # the embedded SmolLM2-135M-Instruct, VADER sentiment, 16 built-in prompts (about 15 min on 2 idle CPU cores)
@@ -31,8 +31,8 @@ input prints one line and exits with status 2; set `AISP_TRL_DEBUG=1` for the tr
 
 from __future__ import annotations
 
-from aisp_trl.compare import CompareArguments, run_comparison, write_outputs
 from aisp_trl.config import AISPConfig
+from aisp_trl.pipeline.compare import CompareArguments, run_comparison, write_outputs
 
 
 def make_parser(subparsers=None, prog: str | None = None):

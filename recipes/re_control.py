@@ -3,8 +3,8 @@
 Steps: ``samples_per_prompt`` responses per training prompt, sampled from the base model (temperature 0.7, top-k
 50, top-p 0.95 as in the authors' code) and scored by the reward -> their pre-logits ``z_t`` through the capture
 hook -> a value MLP ``V(z)`` fitted with the authors' objective (``V(z_T) = r``, ``V(z_t) = V(z_{t+1})``;
-`aisp_trl.controllers.train_re_control`) -> `<output_dir>/value_model.safetensors` (the training record and its
-cost in the metadata) and `report.json`. `aisp_trl.baselines.REControlSampler` then decodes greedily with
+`aisp_trl.samplers.train_re_control`) -> `<output_dir>/value_model.safetensors` (the training record and its
+cost in the metadata) and `report.json`. `aisp_trl.samplers.REControlSampler` then decodes greedily with
 ``n_steps`` gradient-ascent steps on ``z_t`` per token (`recipes/compare.py --methods re_control ...`).
 
 ```bash
@@ -22,19 +22,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from aisp_trl.controllers import REControlConfig, save_module, train_re_control
+from aisp_trl.controllers import REControlConfig, save_module
+from aisp_trl.pipeline.arguments import ModelArguments, RewardArguments
+from aisp_trl.samplers import train_re_control
 
 
 @dataclass
-class REControlScriptArguments:
-    """Model, prompts, reward and output of the value-model training."""
+class REControlScriptArguments(ModelArguments, RewardArguments):
+    """Model, prompts, reward and output of the value-model training (the horizon is `REControlConfig`'s)."""
 
     output_dir: str = field(default="outputs/re-control", metadata={"help": "Value model and report."})
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Causal LM (default: the embedded SmolLM2-135M-Instruct)."}
-    )
-    dtype: str = field(default="float32", metadata={"help": "Model dtype."})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if present)."})
     prompt_source: str = field(
         default="general:train",
         metadata={"help": "Training prompts: 'general:train' (keep evaluation prompts out), a file or a dataset."},
@@ -42,10 +39,10 @@ class REControlScriptArguments:
     prompt_split: str = field(default="train", metadata={"help": "Split of a dataset prompt source."})
     max_prompts: int = field(default=64, metadata={"help": "How many training prompts (the first ones)."})
     framing: str = field(default="auto", metadata={"help": "auto, chat_template, user, human or none."})
-    reward: str = field(default="vader", metadata={"help": "'vader' or a sequence-classification reward-model path."})
     num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (default: torch's)."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the model and reward fields
         if isinstance(self.max_prompts, bool) or not isinstance(self.max_prompts, int) or self.max_prompts < 1:
             raise ValueError(f"`max_prompts` must be an integer >= 1, got {self.max_prompts!r}.")
 
@@ -67,7 +64,8 @@ def main(script_args: REControlScriptArguments, config: REControlConfig) -> dict
 
     from aisp_trl.data import load_prompts, prompt_text
     from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
-    from aisp_trl.pipeline import build_reward, tokenize_prompts
+    from aisp_trl.pipeline import tokenize_prompts
+    from aisp_trl.rewards import build_reward
 
     if script_args.num_threads is not None:
         torch.set_num_threads(script_args.num_threads)
@@ -79,7 +77,7 @@ def main(script_args: REControlScriptArguments, config: REControlConfig) -> dict
     device = script_args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_name = script_args.model_name_or_path or EMBEDDED_MODEL
     model, tokenizer = load_model_and_tokenizer(model_name, dtype=script_args.dtype, device=device)
-    reward = build_reward(script_args.reward, device=device)
+    reward = build_reward(script_args.reward, device=device, max_length=script_args.reward_max_length)
     _, queries = tokenize_prompts(tokenizer, prompts, framing=script_args.framing)
     value, record = train_re_control(model, tokenizer, reward, queries, [prompt_text(p) for p in prompts], config)
     info = {

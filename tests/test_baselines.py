@@ -9,7 +9,7 @@ import torch
 from _tiny import ValueHeadWrapper, letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPConfig, AISPSampler, LengthSampler
-from aisp_trl.baselines import ARGSSampler, GaussianBestOfNSampler, args_greedy_scores
+from aisp_trl.samplers import ARGSSampler, GaussianBestOfNSampler, args_greedy_scores
 
 
 @pytest.fixture(scope="module")

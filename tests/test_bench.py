@@ -11,8 +11,6 @@ import pytest
 from _tiny import letter_reward, make_model, make_tokenizer
 from scripts.tiny_checkpoints import save_tiny_lm
 
-from aisp_trl.compare import measure_overhead
-
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
 
@@ -25,6 +23,9 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+measure_overhead = _script("bench_overhead").measure_overhead
 
 
 def test_measure_overhead_returns_finite_ratios():

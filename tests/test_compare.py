@@ -13,16 +13,10 @@ from _tiny import letter_reward, make_model, make_tokenizer
 from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
 from aisp_trl import AISPConfig
-from aisp_trl.compare import (
-    METHODS,
-    CompareArguments,
-    MeanReward,
-    RelevanceReward,
-    build_report,
-    build_reward_by_name,
-    run_methods,
-)
-from aisp_trl.rewards import TextReward, VaderSentimentReward
+from aisp_trl.pipeline.compare import DEFAULT_METHODS as METHODS
+from aisp_trl.pipeline.compare import CompareArguments, build_report, run_methods
+from aisp_trl.rewards import MeanReward, RelevanceReward, TextReward, VaderSentimentReward
+from aisp_trl.rewards import build_reward as build_reward_by_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
@@ -104,7 +98,7 @@ def test_bon_gaussian_budget_is_n_times_kappa():
 
 def test_kl_column_is_minus_log_p_base_of_each_methods_answer():
     # the same estimator for every method (a point mass on its best response), recomputed from the model's forward
-    from aisp_trl.compare import MethodRun, kl_per_prompt
+    from aisp_trl.pipeline.compare import MethodRun, kl_per_prompt
 
     model, tokenizer = make_model("llama"), make_tokenizer()
     queries = [tokenizer("the movie was").input_ids, tokenizer("my day").input_ids]

@@ -11,14 +11,11 @@ import torch
 from _tiny import letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPConfig, GreedySampler, LengthSampler
-from aisp_trl.baselines import REControlSampler
 from aisp_trl.controllers import (
-    AmortizedSampler,
     ControllerConfig,
     PrelogitController,
     REControlConfig,
     ValueMLP,
-    collect_value_data,
     controller_pairs,
     fit_controller,
     gradient_ascent,
@@ -31,6 +28,7 @@ from aisp_trl.controllers import (
 from aisp_trl.decoding import HFDecoder
 from aisp_trl.hooks import find_output_layer, transform_prelogits
 from aisp_trl.pipeline import load_means, run_generation
+from aisp_trl.samplers import AmortizedSampler, REControlSampler, collect_value_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
@@ -399,7 +397,7 @@ def test_recipes_train_both_modules_and_compare_runs_them(checkpoints, tmp_path)
 
 
 def test_compare_arguments_need_the_trained_modules():
-    from aisp_trl.compare import CompareArguments
+    from aisp_trl.pipeline.compare import CompareArguments
 
     with pytest.raises(ValueError, match="`value_model_path` is not set; train one with recipes/re_control.py"):
         CompareArguments(methods=["re_control"])

@@ -8,16 +8,12 @@ import pytest
 import torch
 from _tiny import make_model
 
-from aisp_trl.hooks import find_output_layer, perturb_prelogits
-from aisp_trl.metrics import (
-    SentenceEmbedder,
-    _pool,
+from aisp_trl.evaluation.metrics import (
     aggregate_curves,
     best_of_first,
     bon_curve,
     coherence,
     decode_with_mean,
-    default_embedder_path,
     distinct_ngram_diversity,
     kl_from_base,
     paired_win_rate,
@@ -25,7 +21,9 @@ from aisp_trl.metrics import (
     stepwise_kl_from_base,
     token_flip_rate,
 )
-from aisp_trl.sampler import AISPResult, Sample
+from aisp_trl.hooks import find_output_layer, perturb_prelogits
+from aisp_trl.rewards.embedder import SentenceEmbedder, _pool, default_embedder_path
+from aisp_trl.types import AISPResult, Sample
 
 QUERY, RESPONSE = [5, 6, 7, 2], [8, 9, 10]
 HIDDEN = 32

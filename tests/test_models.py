@@ -118,7 +118,7 @@ def test_an_uncached_hub_id_without_network_fails_in_seconds(monkeypatch, tmp_pa
     ):
         load_model_and_tokenizer("someone/not-a-cached-model")
     with pytest.raises(FileNotFoundError, match=r"`reward` 'someone/rm': folder not found.*'vader'"):
-        from aisp_trl.pipeline import build_reward
+        from aisp_trl.rewards import build_reward
 
         build_reward("someone/rm")
     assert time.perf_counter() - start < 5

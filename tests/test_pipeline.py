@@ -16,18 +16,15 @@ from _tiny import EOS_ID, letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPConfig
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, load_prompts
+from aisp_trl.evaluation.report import MIN_RESULT_PROMPTS, report_uncertainty, smoke_test_warning, write_report
 from aisp_trl.pipeline import (
-    MIN_RESULT_PROMPTS,
     RECORDS_FILE,
     AISPGenerationArguments,
     evaluate_greedy,
     load_records,
-    report_uncertainty,
     run_generation,
     shard_path,
-    smoke_test_warning,
     summarize_records,
-    write_report,
 )
 from aisp_trl.prompts import BUILTIN_PROMPTS, prompt_split
 
@@ -177,7 +174,7 @@ def test_run_file_of_an_older_version_still_resumes(lm, tmp_path):
 
 def test_repair_shard_truncates_in_place(tmp_path, monkeypatch):
     """A cut last line is removed in place: the complete lines are never rewritten (a kill then would empty them)."""
-    from aisp_trl import pipeline
+    from aisp_trl.pipeline import records as pipeline
 
     shard = tmp_path / "records-00000.jsonl"
     complete = "".join(json.dumps({"prompt_id": i, "pad": "x" * 50}) + "\n" for i in range(200))

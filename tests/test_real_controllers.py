@@ -8,19 +8,17 @@ import pytest
 import torch
 
 from aisp_trl import AISPSampler, GreedySampler, LengthSampler, VaderSentimentReward
-from aisp_trl.baselines import REControlSampler
 from aisp_trl.controllers import (
-    AmortizedSampler,
     ControllerConfig,
     PrelogitController,
     REControlConfig,
     fit_controller,
     prelogits_along,
-    train_re_control,
 )
 from aisp_trl.hooks import find_output_layer
 from aisp_trl.models import embedded_model_missing
 from aisp_trl.prompts import apply_chat_template
+from aisp_trl.samplers import AmortizedSampler, REControlSampler, train_re_control
 
 TRAIN = ["Describe the worst meal you ever had.", "Tell me why Mondays are awful."]
 TEST = ["Write a complaint about a train that was two hours late.", "Write a one-star review of a noisy hotel."]

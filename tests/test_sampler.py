@@ -335,7 +335,7 @@ def test_tokenizer_without_pad_token_pads_with_eos_and_leaves_the_tokenizer_alon
 
 
 def test_top_ranks_every_non_finite_reward_last():
-    from aisp_trl.sampler import AISPResult, Sample
+    from aisp_trl.types import AISPResult, Sample
 
     rewards = [math.inf, 0.5, math.nan, -math.inf, 2.0, 0.5, math.inf]
     samples = [Sample(f"t{i}", f"c{i}", [i], r, 1, i) for i, r in enumerate(rewards)]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from aisp_trl.stats import (
+from aisp_trl.evaluation.stats import (
     bootstrap_ci,
     bootstrap_ratio_ci,
     expected_best_of,

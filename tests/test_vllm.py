@@ -20,8 +20,8 @@ from _tiny import make_model
 from transformers import GenerationConfig
 
 from aisp_trl import AISPSampler, BestOfNSampler, LengthSampler
-from aisp_trl.baselines import ARGSSampler
 from aisp_trl.decoding import NoiseDraw, PrelogitNoise
+from aisp_trl.samplers import ARGSSampler
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 pytestmark = [
@@ -189,7 +189,8 @@ def test_distill_recipe_on_two_data_parallel_engines(engine, tmp_path):
     # `accelerate launch --num_processes 2` with use_vllm: one engine per process (its own CPU core here), each
     # generating its shard of the prompts; the samples are those of one engine in one process, then SFT trains
     from aisp_trl.config import AISPConfig
-    from aisp_trl.pipeline import build_reward, default_state, load_records, run_generation
+    from aisp_trl.pipeline import default_state, load_records, run_generation
+    from aisp_trl.rewards import build_reward
 
     out = tmp_path / "distill"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -229,7 +230,8 @@ def test_bench_finetune_generates_on_vllm(engine, tmp_path):
     # engine (for the seed, the samples the engine gives through run_generation), while the HF model decodes the
     # greedy evaluations and trains; the units record the engine, so that they never mix with HF-made ones
     from aisp_trl.config import AISPConfig
-    from aisp_trl.pipeline import build_reward, default_state, load_records, run_generation
+    from aisp_trl.pipeline import default_state, load_records, run_generation
+    from aisp_trl.rewards import build_reward
 
     out = tmp_path / "bench"
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_finetune.py"), "--use_vllm", "--rewards", "vader",

@@ -1,6 +1,6 @@
 """The decoding seam: "decode these rows, with these pre-logit perturbations or this sampling config -> token ids".
 
-Algorithm 1 (`aisp_trl.sampler`) and the baselines only ask a `Decoder` for completion ids; they never call an
+Algorithm 1 (`aisp_trl.samplers`) and the baselines only ask a `Decoder` for completion ids; they never call an
 engine themselves, so the same search loop runs on any implementation, and a test can swap in a fake one.
 
 - `Decoder`: the protocol, two methods.

