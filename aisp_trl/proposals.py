@@ -99,6 +99,10 @@ class Proposal:
         eps = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
         return mean.unsqueeze(0) + math.sqrt(sigma2) * self.color(eps)
 
+    def spec(self) -> dict[str, object]:
+        """The proposal as plain data, ``make_proposal(**spec)`` rebuilds it (e.g. in a vLLM worker)."""
+        return {"name": self.name}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -156,12 +160,16 @@ class AR1Proposal(Proposal):
         steps, width = shape[-2], shape[-1]
         return (steps - 1) * width * math.log(self.scale)
 
+    def spec(self) -> dict[str, object]:
+        return {"name": self.name, "rho": self.rho}
+
     def __repr__(self) -> str:
         return f"AR1Proposal(rho={self.rho})"
 
 
 def make_proposal(name: str, rho: float = 0.9) -> Proposal:
-    """The proposal called ``name`` (one of `PROPOSALS`); ``rho`` is used by ``"ar1"`` only."""
+    """The proposal called ``name`` (one of `PROPOSALS`); ``rho`` is used by ``"ar1"`` only. Inverse of
+    `Proposal.spec`: ``make_proposal(**proposal.spec())`` is an equal proposal."""
     if name == "iid":
         return IIDProposal()
     if name == "steering":

@@ -26,7 +26,7 @@ D, VOCAB = 4, 7
 def _draw(seed: int, n: int = 3, horizon: int = 5, mean: torch.Tensor | None = None, proposal: str = "iid"):
     generator = torch.Generator().manual_seed(seed)
     mean = torch.zeros(horizon if proposal != "steering" else 1, D) if mean is None else mean
-    return NoiseDraw(generator.get_state(), mean, 0.5, n, horizon, proposal, 0.9)
+    return NoiseDraw(generator.get_state(), mean, 0.5, n, horizon, make_proposal(proposal, 0.9))
 
 
 def _shift(weight: torch.Tensor, scale: float = 1.0) -> LogitShift:
@@ -41,7 +41,7 @@ def test_noise_draw_repeats_the_samplers_draw(proposal):
     shape = (1, D) if proposal == "steering" else (5, D)
     mean = torch.randn(shape, generator=torch.Generator().manual_seed(9))
     expected = make_proposal(proposal, 0.9).draw(mean, 0.5, 3, generator)
-    draw = NoiseDraw(state, mean, 0.5, 3, 5, proposal, 0.9)
+    draw = NoiseDraw(state, mean, 0.5, 3, 5, make_proposal(proposal, 0.9))
     assert torch.equal(draw.draw(), expected)
     assert draw.steps().shape == (3, 5, D)
     assert torch.equal(decode_draw(encode_draw(draw, 0)["draw"]).steps(), draw.steps())  # through msgpack types

@@ -3,7 +3,7 @@
 Algorithm 1 (`aisp_trl.samplers`) and the baselines only ask a `Decoder` for completion ids; they never call an
 engine themselves, so the same search loop runs on any implementation, and a test can swap in a fake one.
 
-- `Decoder`: the protocol, two methods.
+- `Decoder` (`aisp_trl.decoding.base`): the protocol, two methods, and the EOS cut every engine applies.
 - `HFDecoder` (`aisp_trl.decoding.hf`): transformers' ``generate`` with the pre-logit hook.
 - `VLLMDecoder` (`aisp_trl.decoding.vllm`, imported on use: vLLM is optional): a ``vllm.LLM`` engine whose logits
   processor adds ``W v_t`` to the logits (`aisp_trl.decoding.vllm_processor`).
@@ -13,16 +13,13 @@ engine themselves, so the same search loop runs on any implementation, and a tes
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
-from torch import Tensor
-from transformers import GenerationConfig
-
-from ..hooks import PrelogitTransform
+from .base import Decoder, cut_completion, eos_ids
 from .hf import HFDecoder
 from .noise import NoiseDraw, PrelogitNoise
 
-__all__ = ["Decoder", "HFDecoder", "NoiseDraw", "PrelogitNoise", "VLLMDecoder"]
+__all__ = ["Decoder", "HFDecoder", "NoiseDraw", "PrelogitNoise", "VLLMDecoder", "cut_completion", "eos_ids"]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,30 +28,3 @@ def __getattr__(name: str) -> Any:
 
         return VLLMDecoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class Decoder(Protocol):
-    """How the samplers decode. Rows are token-id lists (a query repeated once per sample); every method returns one
-    completion per row: its new token ids, cut at the row's horizon and after the first EOS (kept)."""
-
-    def greedy(
-        self,
-        rows: list[list[int]],
-        horizons: list[int],
-        config: GenerationConfig,
-        perturbations: Tensor | PrelogitNoise | None = None,
-        *,
-        transform: PrelogitTransform | None = None,
-        **model_kwargs: Any,
-    ) -> list[list[int]]:
-        """Greedy decoding; with ``perturbations`` (a `(rows, tau, d)` tensor, or a `PrelogitNoise` whose `dense()`
-        is that tensor), ``v_t`` is added to the pre-logit at step t; with ``transform`` (``(z_t, t) -> z_t'``, rows of
-        `(rows, d)`), the LM head sees ``transform(z_t, t)`` instead (state-dependent controllers: RE-Control, an
-        amortized AISP controller; HF only). Only the greedy path takes one."""
-        ...
-
-    def sample(
-        self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
-    ) -> list[list[int]]:
-        """Sampled decoding with ``config`` (e.g. top-p), reproducible for a ``seed``; never touches global RNGs."""
-        ...

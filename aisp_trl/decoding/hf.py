@@ -19,6 +19,7 @@ from ..hooks import (
     transform_prelogits,
     unwrap_model,
 )
+from .base import cut_completion, eos_ids
 from .noise import PrelogitNoise
 
 
@@ -94,7 +95,7 @@ class HFDecoder:
         owner = {query: j for j, query in enumerate(distinct)}
         first_rows = [rows.index(list(query)) for query in distinct]
         prompt_cache = self._prompt_cache(input_ids[first_rows], attention_mask[first_rows])
-        eos = _eos_ids(config)
+        eos = eos_ids(config)
         step = self.max_batch_rows or len(rows)
         devices = [self.device] if self.device.type == "cuda" else []
         completions: list[list[int]] = []
@@ -171,16 +172,6 @@ def _maybe_perturb(
     return contextlib.nullcontext() if perturbations is None else perturb_prelogits(model, perturbations[lo:hi])
 
 
-def _eos_ids(config: GenerationConfig) -> set[int]:
-    eos = config.eos_token_id
-    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-
-
 def _cut(output: Tensor, prompt_width: int, horizons: list[int], eos: set[int]) -> list[list[int]]:
     """Cuts each generated row at its own horizon and after its first EOS token (kept)."""
-    completions = []
-    for row, tau in zip(output[:, prompt_width:].tolist(), horizons, strict=True):
-        row = row[:tau]
-        stop = next((t + 1 for t, token in enumerate(row) if token in eos), len(row))
-        completions.append(row[:stop])
-    return completions
+    return [cut_completion(row, tau, eos) for row, tau in zip(output[:, prompt_width:].tolist(), horizons, strict=True)]

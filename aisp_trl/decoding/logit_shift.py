@@ -10,7 +10,7 @@ Per-request settings travel in ``SamplingParams.extra_args[EXTRA_KEY]`` (plain m
 built by `encode_draw` / `encode_steps`:
 
 - ``{"draw": {...}, "sample": i}``: sample ``i`` of a `NoiseDraw` (generator state, mean, sigma2, n, horizon,
-  proposal, rho): the noise is redrawn in the worker, once per prompt and iteration however many rows share it, so
+  proposal spec): the noise is redrawn in the worker, once per prompt and iteration however many rows share it, so
   both backends see the same numbers for a seed and the mean ``U`` is sent instead of ``n * tau * d`` floats (a zero
   mean, AISP's first iteration and BoN (N), is not sent at all);
 - ``{"steps": {...}}``: the row's own `(tau, d)` perturbations, for callers that hand the decoder a dense tensor.
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..proposals import make_proposal
 from .noise import NoiseDraw
 
 __all__ = [
@@ -66,8 +67,7 @@ def encode_draw(draw: NoiseDraw, sample: int) -> dict[str, Any]:
             "sigma2": float(draw.sigma2),
             "n": int(draw.n),
             "horizon": int(draw.horizon),
-            "proposal": draw.proposal,
-            "rho": float(draw.rho),
+            "proposal": draw.proposal.spec(),
         },
         "sample": int(sample),
     }
@@ -86,8 +86,7 @@ def decode_draw(packed: dict[str, Any]) -> NoiseDraw:
         packed["sigma2"],
         packed["n"],
         packed["horizon"],
-        packed["proposal"],
-        packed["rho"],
+        make_proposal(**packed["proposal"]),
     )
 
 

@@ -10,12 +10,12 @@ CPU generator: bit-identical), so the same seed gives the same noise, hence the 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from ..proposals import make_proposal
+from ..proposals import IIDProposal, Proposal
 
 __all__ = ["NoiseDraw", "PrelogitNoise"]
 
@@ -31,8 +31,7 @@ class NoiseDraw:
         sigma2 (`float`): the noise variance of this iteration.
         n (`int`): samples drawn (rows of this prompt).
         horizon (`int`): tau, the steps that get a perturbation.
-        proposal (`str`): a name of `aisp_trl.proposals.PROPOSALS`.
-        rho (`float`): the ``"ar1"`` correlation (ignored by the other proposals).
+        proposal (`Proposal`): the proposal with its parameters (e.g. `AR1Proposal(rho=0.9)`).
     """
 
     state: Tensor
@@ -40,24 +39,23 @@ class NoiseDraw:
     sigma2: float
     n: int
     horizon: int
-    proposal: str = "iid"
-    rho: float = 0.9
+    proposal: Proposal = field(default_factory=IIDProposal)
 
     def draw(self) -> Tensor:
         """The samples ``V``, shape `(n, T, d)`, float32 on CPU; the same numbers on every call."""
         generator = torch.Generator()
         generator.set_state(self.state)
-        return make_proposal(self.proposal, self.rho).draw(self.mean, self.sigma2, self.n, generator)
+        return self.proposal.draw(self.mean, self.sigma2, self.n, generator)
 
     def steps(self) -> Tensor:
         """The per-step perturbations ``v_t``, shape `(n, horizon, d)`."""
-        return make_proposal(self.proposal, self.rho).to_steps(self.draw(), self.horizon)
+        return self.proposal.to_steps(self.draw(), self.horizon)
 
     def key(self) -> str:
         """A digest naming this draw (state, mean, settings): equal draws share it, so a worker draws them once."""
         digest = hashlib.sha256(self.state.numpy().tobytes())
         digest.update(self.mean.contiguous().numpy().tobytes())
-        digest.update(f"{self.sigma2!r}:{self.n}:{self.horizon}:{self.proposal}:{self.rho!r}".encode())
+        digest.update(f"{self.sigma2!r}:{self.n}:{self.horizon}:{self.proposal!r}".encode())
         return digest.hexdigest()
 
 

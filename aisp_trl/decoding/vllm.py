@@ -13,6 +13,7 @@ from typing import Any
 from torch import Tensor
 from transformers import GenerationConfig
 
+from .base import cut_completion, eos_ids
 from .noise import PrelogitNoise
 
 __all__ = ["VLLM_INSTALL_HINT", "VLLMDecoder", "check_engine", "import_vllm", "is_vllm_engine"]
@@ -119,8 +120,10 @@ class VLLMDecoder:
             for tau, extra in zip(horizons, extras, strict=True)
         ]
         outputs = self._generate(rows, params)
-        eos = _eos_ids(config)
-        return [_cut(list(out.outputs[0].token_ids), tau, eos) for out, tau in zip(outputs, horizons, strict=True)]
+        eos = eos_ids(config)
+        return [
+            cut_completion(list(out.outputs[0].token_ids), tau, eos) for out, tau in zip(outputs, horizons, strict=True)
+        ]
 
     def sample(
         self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
@@ -141,11 +144,11 @@ class VLLMDecoder:
             prompts.append(list(row))
             params.append(self._params(config, tau, greedy=False, n=len(members), seed=request_seed))
         outputs = self._generate(prompts, params)
-        eos = _eos_ids(config)
+        eos = eos_ids(config)
         completions: list[list[int]] = [[] for _ in rows]
         for ((_, tau), members), output in zip(groups.items(), outputs, strict=True):
             for i, sample in zip(members, output.outputs, strict=True):
-                completions[i] = _cut(list(sample.token_ids), tau, eos)
+                completions[i] = cut_completion(list(sample.token_ids), tau, eos)
         return completions
 
     # -- internals --------------------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ class VLLMDecoder:
                     f"remove it (e.g. `{name}=None` in the generation config), or pass a transformers "
                     "model to decode with `generate`."
                 )
-        eos = sorted(_eos_ids(config))
+        eos = sorted(eos_ids(config))
         settings: dict[str, Any] = {"temperature": 0.0}
         if not greedy:
             settings = {
@@ -209,15 +212,3 @@ def _refuse_model_kwargs(model_kwargs: dict[str, Any]) -> None:
             f"the vLLM backend takes no model keyword arguments, got {sorted(model_kwargs)}; put generation settings "
             "in `generation_config`, or pass a transformers model to use them with `generate`."
         )
-
-
-def _eos_ids(config: GenerationConfig) -> set[int]:
-    eos = config.eos_token_id
-    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-
-
-def _cut(tokens: list[int], tau: int, eos: set[int]) -> list[int]:
-    """At most ``tau`` tokens, ending after the first EOS (kept), as `HFDecoder` returns them."""
-    tokens = tokens[:tau]
-    stop = next((t + 1 for t, token in enumerate(tokens) if token in eos), len(tokens))
-    return tokens[:stop]

@@ -221,7 +221,7 @@ class AISPSampler(SamplerBase):
             samples = [proposal.draw(u, sigma2, n, g) for u, g in zip(means, generators, strict=True)]
             noise = PrelogitNoise(
                 [
-                    NoiseDraw(state, u, sigma2, n, tau, proposal.name, getattr(proposal, "rho", 0.0))
+                    NoiseDraw(state, u, sigma2, n, tau, proposal)
                     for state, u, tau in zip(states, means, horizons, strict=True)
                 ],
                 width,

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from .._compat import cache_kwarg, output_cache
+from ..decoding.base import eos_ids
 from ..decoding.vllm import is_vllm_engine
 from ..hooks import unwrap_model
 from ..rewards.base import RewardFunction
@@ -107,7 +108,7 @@ class ARGSSampler(SamplerBase):
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         # a value-head wrapper may lack generation_config: fall back to the unwrapped model's
         config = self.gen_config or getattr(self.generator_model, "generation_config", None)
-        eos = self._eos_ids(config or self.forward_model.generation_config)
+        eos = eos_ids(config or self.forward_model.generation_config, self.tokenizer.eos_token_id)
         results = []
         for query, prompt, tau in tqdm(
             list(zip(queries, prompt_texts, horizons, strict=True)), desc="ARGS", disable=not self.show_progress

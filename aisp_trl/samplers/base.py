@@ -317,10 +317,6 @@ class SamplerBase:
                 )
 
     # -- outputs --------------------------------------------------------------------------------------------
-    def _eos_ids(self, config: GenerationConfig) -> set[int]:
-        eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
-        return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-
     def _score(
         self,
         queries: list[list[int]],
