@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 __all__ = ["TrainingOutcome", "lora_config", "train_dpo", "train_sft"]
@@ -183,19 +182,3 @@ def train_dpo(model: nn.Module, tokenizer: Any, dataset: Any, args: Any, peft_co
         peft_config=peft_config,
     )
     return _train(trainer)
-
-
-@torch.no_grad()
-def token_nll(model: nn.Module, query_ids: list[int], completion_ids: list[int]) -> float:
-    """Mean negative log-likelihood per token of ``completion_ids`` after ``query_ids`` under ``model`` (fluency).
-
-    Returns:
-        `float`: NaN for an empty completion.
-    """
-    if not completion_ids:
-        return math.nan
-    device = next(model.parameters()).device
-    ids = torch.tensor([list(query_ids) + list(completion_ids)], device=device)
-    logits = model(input_ids=ids).logits[0, len(query_ids) - 1 : -1].float()  # position t predicts token t + 1
-    logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids, device=device)[:, None])
-    return float(-logp.mean())

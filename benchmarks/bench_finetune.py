@@ -58,10 +58,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import UnitStore, rescore_samples, seed_mean
 
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, prompt_text
-from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity
-from aisp_trl.evaluation.report import smoke_test_warning
+from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity, token_nll
+from aisp_trl.evaluation.report import agg_figure, format_ci, smoke_test_warning, write_report_files
 from aisp_trl.evaluation.stats import bootstrap_ci, bootstrap_ratio_ci, format_paired, paired_comparison
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import (
@@ -73,7 +74,7 @@ from aisp_trl.pipeline import (
     tokenize_prompts,
 )
 from aisp_trl.rewards import JudgeReward, RewardFunction, SentenceEmbedder, build_reward
-from aisp_trl.training import lora_config, token_nll, train_dpo, train_sft
+from aisp_trl.training import lora_config, train_dpo, train_sft
 
 SOURCES = ("aisp", "bon_top_p")
 """Where the training data comes from (same N per prompt)."""
@@ -206,11 +207,6 @@ def reward_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "reward"
 
 
-def unit_path(output_dir: Path, reward: str, stage: str, seed: int | None) -> Path:
-    """``units/<reward>/<stage>/seed<seed>.json`` (``all.json`` for the seed-independent base unit)."""
-    return output_dir / "units" / reward_key(reward) / stage / ("all.json" if seed is None else f"seed{seed}.json")
-
-
 class ConstantReward(RewardFunction):
     """Scores every text 0: BoN's samples are decoded with it once per seed, then re-scored for every reward."""
 
@@ -228,12 +224,13 @@ def rescore_records(records: list[dict[str, Any]], reward: RewardFunction) -> li
     rescored = []
     for record in records:
         samples = [dict(s) for s in record["samples"]]
-        n = len(samples)
-        values = reward([record["prompt"]] * n, [s["completion"] for s in samples], [s["text"] for s in samples])
-        for sample, value in zip(samples, values.tolist(), strict=True):
-            sample["reward"] = float(value)
-        finite = [s["reward"] for s in samples if math.isfinite(s["reward"])]
-        best = max(samples, key=lambda s: s["reward"] if math.isfinite(s["reward"]) else -math.inf)
+        values, i_best = rescore_samples(
+            reward, record["prompt"], [s["completion"] for s in samples], [s["text"] for s in samples]
+        )
+        for sample, value in zip(samples, values, strict=True):
+            sample["reward"] = value
+        finite = [v for v in values if math.isfinite(v)]
+        best = samples[i_best or 0]
         new = {**record, "samples": samples, "best": best}
         new["mean_reward"] = [sum(finite) / len(finite)] if finite else [math.nan]
         new["best_reward"] = new["best_so_far"] = [best["reward"]]
@@ -254,7 +251,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.output_dir = Path(args.output_dir)
-        self.settings = settings_of(args)
+        self.store = UnitStore(self.output_dir, settings_of(args))
         self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         gen = generation_arguments(args, args.seeds[0])
         try:  # a bad source fails before the model loads
@@ -298,30 +295,11 @@ class Runner:
 
     # -- units ------------------------------------------------------------------------------------------------
     def run_unit(self, reward: str, stage: str, seed: int | None, compute) -> dict[str, Any]:
-        """The saved unit if there is one with these settings; else ``compute()``, timed and saved."""
-        path = unit_path(self.output_dir, reward, stage, seed)
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved["settings"] != self.settings:
-                then = saved["settings"]
-                differing = ", ".join(f"{k}={then.get(k)!r}" for k in self.settings if then.get(k) != self.settings[k])
-                raise ValueError(
-                    f"{path} was made with other settings ({differing}); rerun with those, or pass a new --output_dir."
-                )
-            return saved
-        start = time.perf_counter()
-        unit = compute()
-        unit.update(reward=reward, stage=stage, seed=seed, settings=self.settings)
-        unit["seconds"] = unit.get("seconds", 0.0) + time.perf_counter() - start
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(unit, default=float))
-        tmp.replace(path)  # a unit on disk is always complete
-        print(
-            f"[unit] {reward} {stage} {'all seeds' if seed is None else f'seed {seed}'}: {unit['seconds']:.0f} s",
-            flush=True,
-        )
-        return unit
+        """The saved unit ``units/<reward>/<stage>/seed<seed>.json`` (``all.json`` for the seed-independent base) if
+        there is one with these settings; else ``compute()``, timed and saved."""
+        path = self.store.path(reward_key(reward), stage, "all" if seed is None else f"seed{seed}")
+        label = f"{reward} {stage} {'all seeds' if seed is None else f'seed {seed}'}"
+        return self.store.get_or_compute(path, compute, label, {"reward": reward, "stage": stage, "seed": seed})
 
     def generate(self, reward_name: str, reward: RewardFunction, method: str, prompts, seed: int, folder: Path):
         gen = generation_arguments(self.args, seed)
@@ -481,10 +459,6 @@ def _seed_table(units: list[dict[str, Any]], key: str) -> list[list[float]]:
     return [[float(v) for v in u[key]] for u in units]
 
 
-def _seed_mean(table: list[list[float]]) -> list[float]:
-    return torch.tensor(table, dtype=torch.float64).nanmean(0).tolist()
-
-
 def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """Aggregates the saved units of ``args.seeds`` (per reward) into the report's tables."""
     report: dict[str, Any] = {"settings": settings_of(args), "seeds": args.seeds, "rewards": {}}
@@ -505,9 +479,9 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
             if not us:
                 continue
             tables[name] = _seed_table(us, "rewards")
-            row = {"seeds": [u["seed"] for u in us], "held_out_reward": bootstrap_ci(_seed_mean(tables[name]))}
+            row = {"seeds": [u["seed"] for u in us], "held_out_reward": bootstrap_ci(seed_mean(tables[name]))}
             for key in ("nll_per_token", "coherence", "diversity"):
-                row[key] = bootstrap_ci(_seed_mean(_seed_table(us, key)))
+                row[key] = bootstrap_ci(seed_mean(_seed_table(us, key)))
             if name in TRAINED:
                 row["train_loss"] = sum(u["training"]["train_loss"] for u in us) / len(us)
                 row["update_norm"] = sum(u["training"]["update_norm"] for u in us) / len(us)
@@ -527,12 +501,12 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
                 _rows_for(models[a], common), _rows_for(models[b], common)
             )
         if "aisp" in tables:
-            gap = [x - y for x, y in zip(_seed_mean(tables["aisp"]), tables["base"][0], strict=True)]
+            gap = [x - y for x, y in zip(seed_mean(tables["aisp"]), tables["base"][0], strict=True)]
             finite = [g for g in gap if math.isfinite(g)]
             section["aisp_gap"] = sum(finite) / len(finite) if finite else math.nan
             for name in TRAINED:
                 if name in tables:
-                    gain = [x - y for x, y in zip(_seed_mean(tables[name]), tables["base"][0], strict=True)]
+                    gain = [x - y for x, y in zip(seed_mean(tables[name]), tables["base"][0], strict=True)]
                     # no gap (AISP not above the base): P is undefined, not a huge or negative number
                     ratio = bootstrap_ratio_ci(gain, gap) if section["aisp_gap"] > 0 else (math.nan,) * 3
                     section["gap_recovered"][name] = ratio
@@ -542,7 +516,7 @@ def build_report(units: list[dict[str, Any]], args: argparse.Namespace) -> dict[
                 section["data"][source] = {
                     "seeds": [u["seed"] for u in us],
                     "samples_per_prompt": sorted({n for u in us for n in u["samples_per_prompt"]}),
-                    "train_best_reward": bootstrap_ci(_seed_mean(_seed_table(us, "best_rewards"))),
+                    "train_best_reward": bootstrap_ci(seed_mean(_seed_table(us, "best_rewards"))),
                     "sft_rows": [u["rows"] for u in by_stage[f"sft_{source}"]],
                     "dpo_pairs": [u["rows"] for u in by_stage[f"dpo_{source}"]],
                 }
@@ -579,13 +553,6 @@ def _rows_for(us: list[dict[str, Any]], seeds: list[int | None]) -> list[list[fl
     return [[float(v) for v in (by_seed[s] if s in by_seed else by_seed[None])["rewards"]] for s in seeds]
 
 
-def _ci(value, digits: int = 3) -> str:
-    mean, low, high = value
-    if not math.isfinite(mean):
-        return "—"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def report_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     total = s["sample_size"] * s["n_iterations"]
@@ -613,10 +580,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         for name, row in section["models"].items():
             gap = section["gap_recovered"].get(name)
             loss = row.get("train_loss")
+            metrics = " | ".join(format_ci(row[key], 2) for key in ("nll_per_token", "coherence", "diversity"))
             lines.append(
-                f"| {LABELS[name]} | {len(row['seeds'])} | {_ci(row['held_out_reward'])} | "
-                f"{_ci(gap, 2) if gap else '—'} | {_ci(row['nll_per_token'], 2)} | {_ci(row['coherence'], 2)} | "
-                f"{_ci(row['diversity'], 2)} | {'—' if loss is None else f'{loss:.3f}'} |"
+                f"| {LABELS[name]} | {len(row['seeds'])} | {format_ci(row['held_out_reward'])} | "
+                f"{format_ci(gap, 2) if gap else '—'} | {metrics} | {'—' if loss is None else f'{loss:.3f}'} |"
             )
         if section.get("aisp_gap", 1.0) <= 0:
             lines += ["", f"AISP did not beat the base on the held-out prompts (mean gap {section['aisp_gap']:+.3f}): "
@@ -634,7 +601,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             for source, d in section["data"].items():
                 lines.append(
                     f"| {SOURCE_LABELS[source]} "
-                    f"| {', '.join(map(str, d['samples_per_prompt']))} | {_ci(d['train_best_reward'])} "
+                    f"| {', '.join(map(str, d['samples_per_prompt']))} | {format_ci(d['train_best_reward'])} "
                     f"| {', '.join(map(str, d['sft_rows'])) or '—'} | {', '.join(map(str, d['dpo_pairs'])) or '—'} |"
                 )
             if not section["same_budget"]:
@@ -651,40 +618,24 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rewards = list(report["rewards"])
-    fig, axes = plt.subplots(1, len(rewards), figsize=(6 * len(rewards), 3.8), squeeze=False)
-    for ax, reward in zip(axes[0], rewards, strict=True):
-        rows = report["rewards"][reward]["models"]
-        names = list(rows)
-        means = [rows[n]["held_out_reward"][0] for n in names]
-        errors = [[m - rows[n]["held_out_reward"][1] for n, m in zip(names, means, strict=True)],
-                  [rows[n]["held_out_reward"][2] - m for n, m in zip(names, means, strict=True)]]  # fmt: skip
-        colors = ["gray" if n == "base" else "black" if n == "aisp" else "C0" if "aisp" in n else "C1" for n in names]
-        ax.bar(range(len(names)), means, yerr=errors, color=colors, capsize=3)
-        ax.set_xticks(range(len(names)), [LABELS[n] for n in names], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("held-out greedy reward (95% CI)")
-        ax.set_title(reward)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with agg_figure(path, ncols=len(rewards), figsize=(6 * len(rewards), 3.8)) as axes:
+        for ax, reward in zip(axes, rewards, strict=True):
+            rows = report["rewards"][reward]["models"]
+            names = list(rows)
+            means = [rows[n]["held_out_reward"][0] for n in names]
+            errors = [[m - rows[n]["held_out_reward"][1] for n, m in zip(names, means, strict=True)],
+                      [rows[n]["held_out_reward"][2] - m for n, m in zip(names, means, strict=True)]]  # fmt: skip
+            colors = [
+                "gray" if n == "base" else "black" if n == "aisp" else "C0" if "aisp" in n else "C1" for n in names
+            ]
+            ax.bar(range(len(names)), means, yerr=errors, color=colors, capsize=3)
+            ax.set_xticks(range(len(names)), [LABELS[n] for n in names], rotation=30, ha="right", fontsize=7)
+            ax.set_ylabel("held-out greedy reward (95% CI)")
+            ax.set_title(reward)
 
 
 # ---------------------------------------------------------------------------------------------------------- main
-
-
-def load_units(output_dir: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every saved unit made with ``settings``."""
-    units = []
-    for path in sorted((output_dir / "units").glob("*/*/*.json")):
-        unit = json.loads(path.read_text())
-        if unit.get("settings") == settings:
-            units.append(unit)
-    return units
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -705,13 +656,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                         runner.train_unit(reward, name, seed)
         finally:
             runner.close()
-    report = build_report(load_units(output_dir, settings_of(args)), args)
+    report = build_report(UnitStore(output_dir, settings_of(args)).units("*/*/*.json"), args)
     markdown = report_markdown(report)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    (output_dir / "report.md").write_text(markdown + "\n")
-    if report["rewards"]:
-        plot(report, output_dir / "held_out.png")
+    write_report_files(output_dir, report, markdown, plot=plot if report["rewards"] else None, plot_name="held_out.png")
     print(markdown)
     return report
 

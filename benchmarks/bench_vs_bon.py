@@ -45,11 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import UnitStore, atomic_write_json, rescore_samples
 from transformers import GenerationConfig
 
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
-from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity
+from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity, token_nll
+from aisp_trl.evaluation.report import agg_figure, format_ci, write_report_files
 from aisp_trl.evaluation.stats import (
     bootstrap_ci,
     expected_best_of,
@@ -154,17 +156,6 @@ def build_sampler(method: str, overrides: dict[str, Any], seed: int, model, toke
     )
 
 
-@torch.no_grad()
-def token_nll(model, query_ids: list[int], completion_ids: list[int]) -> float:
-    """Mean negative log-likelihood per token of a completion under the (unperturbed) model: fluency."""
-    if not completion_ids:
-        return math.nan
-    ids = torch.tensor([query_ids + completion_ids])
-    logits = model(input_ids=ids).logits[0, len(query_ids) - 1 : -1].float()  # predicts each completion token
-    logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids)[:, None])
-    return float(-logp.mean())
-
-
 def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args):
     """``(results, seconds)``. The baselines' samples do not depend on the reward: they are decoded once per
     (method, seed), kept under ``<output_dir>/samples/`` and re-scored for every other reward (a reward's own
@@ -176,15 +167,14 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
             start = time.perf_counter()
             results = []
             for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
-                n = len(rows["completions"])
-                rewards = reward([prompt] * n, rows["completions"], rows["texts"])
+                rewards, _ = rescore_samples(reward, prompt, rows["completions"], rows["texts"])
                 samples = [
-                    Sample(t, c, ids, float(r), 1, i)
+                    Sample(t, c, ids, r, 1, i)
                     for i, (t, c, ids, r) in enumerate(
-                        zip(rows["texts"], rows["completions"], rows["completion_ids"], rewards.tolist(), strict=True)
+                        zip(rows["texts"], rows["completions"], rows["completion_ids"], rewards, strict=True)
                     )
                 ]
-                results.append(AISPResult(prompt, query, args.max_new_tokens, samples, ess=[float(n)]))
+                results.append(AISPResult(prompt, query, args.max_new_tokens, samples, ess=[float(len(samples))]))
             return results, saved["seconds"] + time.perf_counter() - start
     sampler = build_sampler(method, overrides, seed, model, tokenizer, reward, args)
     start = time.perf_counter()
@@ -194,8 +184,7 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
         rows = [{k: [getattr(x, a) for x in r.samples] for k, a in
                  (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"))}
                 for r in results]  # fmt: skip
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"settings": settings_of(args), "seconds": seconds, "prompts": rows}))
+        atomic_write_json(cache, {"settings": settings_of(args), "seconds": seconds, "prompts": rows})
     return results, seconds
 
 
@@ -238,10 +227,6 @@ def aisp_config_of(method: str, overrides: dict[str, Any], args: argparse.Namesp
     for key in ("seed", "prompt_batch_size", "n_candidates"):  # do not change what is searched
         config.pop(key)
     return config
-
-
-def unit_path(output_dir: Path, reward: str, method: str, seed: int) -> Path:
-    return output_dir / "units" / reward / method / f"seed{seed}.json"
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -323,11 +308,6 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
     return report
 
 
-def _ci(value: tuple[float, float, float], digits: int = 3) -> str:
-    mean, low, high = value
-    return "—" if math.isnan(mean) else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     total = args.sample_size * args.n_iterations
     checkpoints = [c for c in args.checkpoints if c <= total]
@@ -350,12 +330,13 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|",
         ]
         for method, row in section["methods"].items():
-            cells = " | ".join(_ci(row[f"N={n}"]) for n in checkpoints)
+            cells = " | ".join(format_ci(row[f"N={n}"]) for n in checkpoints)
             match = row.get("bon_top_p_samples_to_match")
             match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
+            metrics = " | ".join(format_ci(row[key], 2) for key in ("nll_per_token", "coherence", "diversity"))
             lines.append(
-                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {_ci(row['nll_per_token'], 2)} "
-                f"| {_ci(row['coherence'], 2)} | {_ci(row['diversity'], 2)} | {match_text} | {row['seconds']:.0f} |"
+                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {metrics} | {match_text} "
+                f"| {row['seconds']:.0f} |"
             )
         if section["paired"]:
             lines += ["", f"| paired at N = {total} | mean difference [95% CI] | wins / ties / losses | pairs |",
@@ -369,27 +350,19 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rewards = list(report["rewards"])
-    fig, axes = plt.subplots(1, len(rewards), figsize=(5 * len(rewards), 3.6), squeeze=False)
-    for ax, reward in zip(axes[0], rewards, strict=True):
-        for method, curve in report["rewards"][reward]["curves"].items():
-            if method == "greedy":
-                ax.axhline(curve[0], color="gray", ls=":", label="greedy")
-                continue
-            ax.plot(range(1, len(curve) + 1), curve, label=LABELS.get(method, method))
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("samples N")
-        ax.set_ylabel("best reward (mean over prompts and seeds)")
-        ax.set_title(reward)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with agg_figure(path, ncols=len(rewards), figsize=(5 * len(rewards), 3.6)) as axes:
+        for ax, reward in zip(axes, rewards, strict=True):
+            for method, curve in report["rewards"][reward]["curves"].items():
+                if method == "greedy":
+                    ax.axhline(curve[0], color="gray", ls=":", label="greedy")
+                    continue
+                ax.plot(range(1, len(curve) + 1), curve, label=LABELS.get(method, method))
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("samples N")
+            ax.set_ylabel("best reward (mean over prompts and seeds)")
+            ax.set_title(reward)
+            ax.legend(fontsize=7)
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -403,8 +376,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown methods {unknown}; use {list(LABELS)} or define them with --variants.")
     output_dir = Path(args.output_dir)
-    settings = settings_of(args)
-    units: list[dict] = []
+    store = UnitStore(output_dir, settings_of(args))
     if not args.report_only:
         torch.set_num_threads(args.threads)
         model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device="cpu")
@@ -416,46 +388,31 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for seed in args.seeds:  # seeds outermost: an interrupted run still has complete seeds
             for reward_name in args.rewards:
                 for method in methods:
-                    seeds_for_method = [args.seeds[0]] if method == "greedy" else args.seeds
-                    path = unit_path(output_dir, reward_name, method, seed)
-                    if seed not in seeds_for_method:
-                        continue
-                    if path.is_file():
-                        saved = json.loads(path.read_text())
-                        if saved["settings"] != settings or saved["overrides"] != specs[method]:
-                            raise ValueError(
-                                f"{path} was made with other settings ({saved['settings']}, {saved['overrides']}); "
-                                "use another --output_dir or the same settings."
-                            )
-                        if saved.get("aisp_config") != aisp_config_of(method, specs[method], args):
-                            raise ValueError(
-                                f"{path} was made with the AISP configuration {saved.get('aisp_config')}, not "
-                                f"{aisp_config_of(method, specs[method], args)} (did a default change?); use "
-                                "another --output_dir or delete the unit."
-                            )
-                        continue
-                    if reward_name not in rewards:
-                        rewards[reward_name] = build_reward(reward_name, embedder=embedder)
-                    unit = run_unit(method, specs[method], reward_name, seed, model, tokenizer,
-                                    rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
-                    unit["settings"] = settings
-                    unit["aisp_config"] = aisp_config_of(method, specs[method], args)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(unit, default=float))
-                    print(f"[unit] {reward_name} {method} seed {seed}: {unit['seconds']:.0f} s", flush=True)
-    for path in sorted((output_dir / "units").glob("*/*/seed*.json")):
-        unit = json.loads(path.read_text())
-        method = unit["method"]
-        if (unit["settings"] == settings and method in specs and unit["overrides"] == specs[method]
-                and unit.get("aisp_config") == aisp_config_of(method, specs[method], args)):  # fmt: skip
-            units.append(unit)
+                    if method == "greedy" and seed != args.seeds[0]:
+                        continue  # deterministic: one run
+                    identity = {"overrides": specs[method], "aisp_config": aisp_config_of(method, specs[method], args)}
+
+                    def compute(method=method, reward_name=reward_name, seed=seed) -> dict[str, Any]:
+                        if reward_name not in rewards:
+                            rewards[reward_name] = build_reward(reward_name, embedder=embedder)
+                        return run_unit(method, specs[method], reward_name, seed, model, tokenizer,
+                                        rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
+
+                    store.get_or_compute(
+                        store.path(reward_name, method, f"seed{seed}"), compute, f"{reward_name} {method} seed {seed}",
+                        identity, timed=False,  # a unit's seconds are its decoding (and scoring), not its metrics
+                    )  # fmt: skip
+    units = store.units(
+        "*/*/seed*.json",
+        lambda u: (
+            u["method"] in specs
+            and u["overrides"] == specs[u["method"]]
+            and u.get("aisp_config") == aisp_config_of(u["method"], specs[u["method"]], args)
+        ),
+    )
     report = build_report(units, args, methods)
     markdown = report_markdown(report, args)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    (output_dir / "report.md").write_text(markdown + "\n")
-    if report["rewards"]:
-        plot(report, output_dir / "curves.png")
+    write_report_files(output_dir, report, markdown, plot=plot if report["rewards"] else None, plot_name="curves.png")
     print(markdown)
     return report
 

@@ -9,7 +9,8 @@ import torch
 from _tiny import make_model, make_tokenizer
 from datasets import Dataset
 
-from aisp_trl.training import lora_config, token_nll, train_dpo, train_sft
+from aisp_trl.evaluation.metrics import token_nll
+from aisp_trl.training import lora_config, train_dpo, train_sft
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,6 +8,7 @@
 - `kl_from_base`: the single-response estimate of ``KL(P_AISP(y|x) || P_LLM(y|x))`` of Eq. 63 (D.5);
   `stepwise_kl_from_base`: the exact sum over steps of the next-token KL along the same response.
 - `token_flip_rate`: fraction of steps whose argmax changes when ``v_t`` is removed, prefix fixed (5.4).
+- `token_nll`: mean negative log-likelihood per token of a response under the base model (fluency).
 - `paired_win_rate`: wins / ties / losses of one method against another on the same prompts.
 
 The model-based metrics run ONE forward pass over ``query + response``, record the pre-logits ``z_t`` that enter
@@ -43,6 +44,7 @@ __all__ = [
     "response_logprobs",
     "stepwise_kl_from_base",
     "token_flip_rate",
+    "token_nll",
 ]
 
 
@@ -402,6 +404,22 @@ def _as_ids(ids: Sequence[int] | Tensor, name: str) -> list[int]:
     if any(isinstance(t, bool) or not isinstance(t, int) for t in ids):
         raise ValueError(f"`{name}` must hold ints (token ids), got {ids[:8]!r}...; tokenize the text first.")
     return ids
+
+
+@torch.no_grad()
+def token_nll(model: nn.Module, query_ids: list[int], completion_ids: list[int]) -> float:
+    """Mean negative log-likelihood per token of ``completion_ids`` after ``query_ids`` under ``model`` (fluency).
+
+    Returns:
+        `float`: NaN for an empty completion.
+    """
+    if not completion_ids:
+        return math.nan
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(query_ids) + list(completion_ids)], device=device)
+    logits = model(input_ids=ids).logits[0, len(query_ids) - 1 : -1].float()  # position t predicts token t + 1
+    logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids, device=device)[:, None])
+    return float(-logp.mean())
 
 
 # --------------------------------------------------------------------------------------------- reward curves
