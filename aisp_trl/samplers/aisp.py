@@ -16,7 +16,7 @@ from ..decoding import NoiseDraw, PrelogitNoise
 from ..ops import StepInfo, ais_step, amis_step
 from ..proposals import make_proposal
 from ..rewards.base import RewardFunction
-from ..types import QueryInput, Sample, SearchResult
+from ..types import Sample, SearchResult
 from .base import SamplerBase, query_seed, record_curves
 
 __all__ = ["AISPSampler"]
@@ -140,21 +140,16 @@ class AISPSampler(SamplerBase):
             **kwargs,
         )
 
-    def search(
+    def _search(
         self,
-        tokenized_query: QueryInput,
-        prompts: list[str] | None = None,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
+        queries: list[list[int]],
+        prompt_texts: list[str],
+        horizons: list[int],
+        device: torch.device,
+        skip_special_tokens: bool,
+        generation_kwargs: dict[str, Any],
     ) -> list[SearchResult]:
-        """Like `generate`, but returns an `SearchResult` per query with every sample, curves and ESS.
-
-        Args:
-            prompts (`list[str]`, *optional*): the prompt text the reward function sees for each query
-                (e.g. the raw user message before the chat template); defaults to the decoded query.
-        """
-        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
+        """Like `generate`, but returns an `SearchResult` per query with every sample, curves and ESS."""
         calls = self._next_calls(queries)  # fresh noise for a query seen before; duplicates share a stream
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
         batches = self._prompt_batches(queries)

@@ -15,7 +15,7 @@ from ..decoding.base import eos_ids
 from ..decoding.vllm import is_vllm_engine
 from ..hooks import unwrap_model
 from ..rewards.base import RewardFunction
-from ..types import QueryInput, Sample, SearchResult
+from ..types import Sample, SearchResult
 from .base import SamplerBase
 
 __all__ = ["ARGSSampler", "args_greedy_scores"]
@@ -84,20 +84,16 @@ class ARGSSampler(SamplerBase):
         self.forward_model = unwrap_model(model)
         self.cache_kwarg = cache_kwarg(self.forward_model)
 
-    def search(
+    def _search(
         self,
-        tokenized_query: QueryInput,
-        prompts: list[str] | None = None,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
+        queries: list[list[int]],
+        prompt_texts: list[str],
+        horizons: list[int],
+        device: torch.device,
+        skip_special_tokens: bool,
+        generation_kwargs: dict[str, Any],
     ) -> list[SearchResult]:
-        """Decodes each query with ARGS-greedy; one `SearchResult` per query holding its single sample.
-
-        Args:
-            tokenized_query, skip_special_tokens, device: see `AISPSampler.generate`.
-            prompts (`list[str]`, *optional*): the prompt text the reward function sees; defaults to the decoded query.
-        """
+        """Decodes each query with ARGS-greedy; one `SearchResult` per query holding its single sample."""
         if generation_kwargs:
             raise ValueError(
                 f"`ARGSSampler` runs its own decoding loop and takes no generation kwargs, got "
@@ -105,7 +101,6 @@ class ARGSSampler(SamplerBase):
             )
         from tqdm.auto import tqdm
 
-        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         # a value-head wrapper may lack generation_config: fall back to the unwrapped model's
         config = self.gen_config or getattr(self.generator_model, "generation_config", None)
         eos = eos_ids(config or self.forward_model.generation_config, self.tokenizer.eos_token_id)

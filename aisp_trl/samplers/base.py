@@ -153,9 +153,37 @@ class SamplerBase:
         return [[s.text for s in r.top(self.n_candidates)] for r in results]
 
     def search(
-        self, tokenized_query: QueryInput, prompts: list[str] | None = None, **kwargs: Any
+        self,
+        tokenized_query: QueryInput,
+        prompts: list[str] | None = None,
+        skip_special_tokens: bool = True,
+        device: str | torch.device | None = None,
+        **generation_kwargs: Any,
     ) -> list[SearchResult]:
-        """Every sample with its reward, one `SearchResult` per query; see the subclasses."""
+        """Like `generate`, but returns a `SearchResult` per query: every sample with its reward, the per-iteration
+        curves and ESS.
+
+        Args:
+            tokenized_query, skip_special_tokens, device, generation_kwargs: see `generate`.
+            prompts (`list[str]`, *optional*): the prompt text the reward function sees for each query (e.g. the raw
+                user message before the chat template); defaults to the decoded query.
+
+        Returns:
+            `list[SearchResult]`: one per query, in query order.
+        """
+        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)  # checks first
+        return self._search(queries, prompt_texts, horizons, device, skip_special_tokens, dict(generation_kwargs))
+
+    def _search(
+        self,
+        queries: list[list[int]],
+        prompt_texts: list[str],
+        horizons: list[int],
+        device: torch.device,
+        skip_special_tokens: bool,
+        generation_kwargs: dict[str, Any],
+    ) -> list[SearchResult]:
+        """The method itself, on validated inputs: one `SearchResult` per query (``horizons[i]`` new tokens)."""
         raise NotImplementedError
 
     # -- inputs ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from transformers import GenerationConfig
 
 from ..config import AISPConfig
 from ..rewards.base import RewardFunction
-from ..types import QueryInput, Sample, SearchResult
+from ..types import Sample, SearchResult
 from .aisp import AISPSampler
 from .base import SamplerBase, query_seed, record_curves
 
@@ -66,16 +66,16 @@ class BestOfNSampler(SamplerBase):
         self.sample_size, self.n_candidates = sample_size, n_candidates
         self.seed = seed if seed is not None else secrets.randbits(63)
 
-    def search(
+    def _search(
         self,
-        tokenized_query: QueryInput,
-        prompts: list[str] | None = None,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
+        queries: list[list[int]],
+        prompt_texts: list[str],
+        horizons: list[int],
+        device: torch.device,
+        skip_special_tokens: bool,
+        generation_kwargs: dict[str, Any],
     ) -> list[SearchResult]:
         """Every sample with its reward, one `SearchResult` per query (a single iteration)."""
-        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         calls = self._next_calls(queries)
         results = []
         for query, prompt, tau, call in zip(queries, prompt_texts, horizons, calls, strict=True):
@@ -195,22 +195,17 @@ class GaussianBestOfNSampler(AISPSampler):
             **kwargs,
         )
 
-    def search(
+    def _search(
         self,
-        tokenized_query: QueryInput,
-        prompts: list[str] | None = None,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
+        queries: list[list[int]],
+        prompt_texts: list[str],
+        horizons: list[int],
+        device: torch.device,
+        skip_special_tokens: bool,
+        generation_kwargs: dict[str, Any],
     ) -> list[SearchResult]:
         """Every sample with its reward, one `SearchResult` per query (a single iteration); see `AISPSampler.search`."""
-        results = super().search(
-            tokenized_query,
-            prompts=prompts,
-            skip_special_tokens=skip_special_tokens,
-            device=device,
-            **generation_kwargs,
-        )
+        results = super()._search(queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs)
         for result in results:
             # best-of-n keeps no weights and no mean: report them as BestOfNSampler does
             result.ess = [float(self.config.sample_size)]

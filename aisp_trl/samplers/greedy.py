@@ -10,7 +10,7 @@ from torch import nn
 from transformers import GenerationConfig
 
 from ..rewards.base import RewardFunction
-from ..types import QueryInput, Sample, SearchResult
+from ..types import Sample, SearchResult
 from .base import SamplerBase, record_curves
 
 __all__ = ["GreedySampler"]
@@ -40,16 +40,16 @@ class GreedySampler(SamplerBase):
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.prompt_batch_size = prompt_batch_size
 
-    def search(
+    def _search(
         self,
-        tokenized_query: QueryInput,
-        prompts: list[str] | None = None,
-        skip_special_tokens: bool = True,
-        device: str | torch.device | None = None,
-        **generation_kwargs: Any,
+        queries: list[list[int]],
+        prompt_texts: list[str],
+        horizons: list[int],
+        device: torch.device,
+        skip_special_tokens: bool,
+        generation_kwargs: dict[str, Any],
     ) -> list[SearchResult]:
         """One greedy sample per query, as an `SearchResult` (a single iteration of one sample)."""
-        queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)
         results: list[SearchResult | None] = [None] * len(queries)
         for batch in self._prompt_batches(queries):  # sorted by length, prompt_batch_size at a time
             kwargs = dict(generation_kwargs)
