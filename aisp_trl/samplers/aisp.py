@@ -17,7 +17,7 @@ from ..ops import StepInfo, ais_step, amis_step
 from ..proposals import make_proposal
 from ..rewards.base import RewardFunction
 from ..types import Sample, SearchResult
-from .base import SamplerBase, query_seed, record_curves
+from .base import SamplerBase, SearchInputs, query_seed, record_curves
 
 __all__ = ["AISPSampler"]
 
@@ -140,16 +140,9 @@ class AISPSampler(SamplerBase):
             **kwargs,
         )
 
-    def _search(
-        self,
-        queries: list[list[int]],
-        prompt_texts: list[str],
-        horizons: list[int],
-        device: torch.device,
-        skip_special_tokens: bool,
-        generation_kwargs: dict[str, Any],
-    ) -> list[SearchResult]:
+    def _search(self, inputs: SearchInputs) -> list[SearchResult]:
         """Like `generate`, but returns an `SearchResult` per query with every sample, curves and ESS."""
+        queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs = inputs
         calls = self._next_calls(queries)  # fresh noise for a query seen before; duplicates share a stream
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
         batches = self._prompt_batches(queries)

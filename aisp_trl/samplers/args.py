@@ -16,7 +16,7 @@ from ..decoding.vllm import is_vllm_engine
 from ..hooks import unwrap_model
 from ..rewards.base import RewardFunction
 from ..types import Sample, SearchResult
-from .base import SamplerBase
+from .base import SamplerBase, SearchInputs
 
 __all__ = ["ARGSSampler", "args_greedy_scores"]
 
@@ -84,16 +84,9 @@ class ARGSSampler(SamplerBase):
         self.forward_model = unwrap_model(model)
         self.cache_kwarg = cache_kwarg(self.forward_model)
 
-    def _search(
-        self,
-        queries: list[list[int]],
-        prompt_texts: list[str],
-        horizons: list[int],
-        device: torch.device,
-        skip_special_tokens: bool,
-        generation_kwargs: dict[str, Any],
-    ) -> list[SearchResult]:
+    def _search(self, inputs: SearchInputs) -> list[SearchResult]:
         """Decodes each query with ARGS-greedy; one `SearchResult` per query holding its single sample."""
+        queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs = inputs
         if generation_kwargs:
             raise ValueError(
                 f"`ARGSSampler` runs its own decoding loop and takes no generation kwargs, got "

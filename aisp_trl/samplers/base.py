@@ -13,7 +13,7 @@ import numbers
 import random
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,19 @@ from ..hooks import find_output_layer, generation_model, unwrap_model
 from ..rewards.base import RewardFunction, as_reward_function
 from ..types import QueryInput, SearchResult
 
-__all__ = ["LengthSampler", "SamplerBase", "query_seed", "record_curves"]
+__all__ = ["LengthSampler", "SamplerBase", "SearchInputs", "query_seed", "record_curves"]
+
+
+class SearchInputs(NamedTuple):
+    """A ``search`` call's inputs after validation: the parsed queries, the prompt texts the reward sees, one horizon
+    per query, the device, and the decoding options."""
+
+    queries: list[list[int]]
+    prompts: list[str]
+    horizons: list[int]
+    device: torch.device
+    skip_special_tokens: bool
+    generation_kwargs: dict[str, Any]
 
 
 def query_seed(seed: int, call: int, query: Sequence[int]) -> int:
@@ -172,18 +184,12 @@ class SamplerBase:
             `list[SearchResult]`: one per query, in query order.
         """
         queries, prompt_texts, horizons, device = self._prepare(tokenized_query, prompts, device)  # checks first
-        return self._search(queries, prompt_texts, horizons, device, skip_special_tokens, dict(generation_kwargs))
+        return self._search(
+            SearchInputs(queries, prompt_texts, horizons, device, skip_special_tokens, dict(generation_kwargs))
+        )
 
-    def _search(
-        self,
-        queries: list[list[int]],
-        prompt_texts: list[str],
-        horizons: list[int],
-        device: torch.device,
-        skip_special_tokens: bool,
-        generation_kwargs: dict[str, Any],
-    ) -> list[SearchResult]:
-        """The method itself, on validated inputs: one `SearchResult` per query (``horizons[i]`` new tokens)."""
+    def _search(self, inputs: SearchInputs) -> list[SearchResult]:
+        """The method itself, on validated inputs: one `SearchResult` per query (``inputs.horizons[i]`` new tokens)."""
         raise NotImplementedError
 
     # -- inputs ---------------------------------------------------------------------------------------------

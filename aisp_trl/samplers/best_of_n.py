@@ -7,7 +7,6 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import GenerationConfig
 
@@ -15,7 +14,7 @@ from ..config import AISPConfig
 from ..rewards.base import RewardFunction
 from ..types import Sample, SearchResult
 from .aisp import AISPSampler
-from .base import SamplerBase, query_seed, record_curves
+from .base import SamplerBase, SearchInputs, query_seed, record_curves
 
 __all__ = ["BestOfNSampler", "GaussianBestOfNSampler"]
 
@@ -66,16 +65,9 @@ class BestOfNSampler(SamplerBase):
         self.sample_size, self.n_candidates = sample_size, n_candidates
         self.seed = seed if seed is not None else secrets.randbits(63)
 
-    def _search(
-        self,
-        queries: list[list[int]],
-        prompt_texts: list[str],
-        horizons: list[int],
-        device: torch.device,
-        skip_special_tokens: bool,
-        generation_kwargs: dict[str, Any],
-    ) -> list[SearchResult]:
+    def _search(self, inputs: SearchInputs) -> list[SearchResult]:
         """Every sample with its reward, one `SearchResult` per query (a single iteration)."""
+        queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs = inputs
         calls = self._next_calls(queries)
         results = []
         for query, prompt, tau, call in zip(queries, prompt_texts, horizons, calls, strict=True):
@@ -195,17 +187,10 @@ class GaussianBestOfNSampler(AISPSampler):
             **kwargs,
         )
 
-    def _search(
-        self,
-        queries: list[list[int]],
-        prompt_texts: list[str],
-        horizons: list[int],
-        device: torch.device,
-        skip_special_tokens: bool,
-        generation_kwargs: dict[str, Any],
-    ) -> list[SearchResult]:
+    def _search(self, inputs: SearchInputs) -> list[SearchResult]:
         """Every sample with its reward, one `SearchResult` per query (a single iteration); see `AISPSampler.search`."""
-        results = super()._search(queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs)
+        queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs = inputs
+        results = super()._search(inputs)
         for result in results:
             # best-of-n keeps no weights and no mean: report them as BestOfNSampler does
             result.ess = [float(self.config.sample_size)]

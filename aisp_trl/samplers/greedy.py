@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import GenerationConfig
 
 from ..rewards.base import RewardFunction
 from ..types import Sample, SearchResult
-from .base import SamplerBase, record_curves
+from .base import SamplerBase, SearchInputs, record_curves
 
 __all__ = ["GreedySampler"]
 
@@ -40,16 +39,9 @@ class GreedySampler(SamplerBase):
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.prompt_batch_size = prompt_batch_size
 
-    def _search(
-        self,
-        queries: list[list[int]],
-        prompt_texts: list[str],
-        horizons: list[int],
-        device: torch.device,
-        skip_special_tokens: bool,
-        generation_kwargs: dict[str, Any],
-    ) -> list[SearchResult]:
+    def _search(self, inputs: SearchInputs) -> list[SearchResult]:
         """One greedy sample per query, as an `SearchResult` (a single iteration of one sample)."""
+        queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs = inputs
         results: list[SearchResult | None] = [None] * len(queries)
         for batch in self._prompt_batches(queries):  # sorted by length, prompt_batch_size at a time
             kwargs = dict(generation_kwargs)
