@@ -31,14 +31,7 @@ from __future__ import annotations
 import argparse
 
 from aisp_trl.data import build_preference_dataset
-from aisp_trl.evaluation.report import report_rewards_table, report_uncertainty, write_report
-from aisp_trl.pipeline import (
-    AISPGenerationArguments,
-    finished_training,
-    generate_for_training,
-    mark_training_finished,
-    summarize_records,
-)
+from aisp_trl.pipeline import AISPGenerationArguments, finished_training, generate_for_training
 from aisp_trl.training import train_dpo
 
 
@@ -64,7 +57,6 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
             f"{len(run.records)} prompts); raise `sample_size` / `n_iterations`, use another `rejected`, or set "
             "`drop_nonpositive_margin` to false."
         )
-    summary = summarize_records(run.records)
     counts = {
         "prompts": len(run.records),
         "pairs": len(dataset),
@@ -76,47 +68,17 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
     # With LoRA the adapters are switched off for the reference; otherwise a frozen copy (DESIGN section 5)
     outcome = train_dpo(run.model, run.tokenizer, dataset, training_args, get_peft_config(model_args))
     outcome.trainer.save_model(training_args.output_dir)
-    tuned_eval = run.evaluate(outcome.model)
-
-    report = {
-        "method": f"DPO ({', '.join(training_args.loss_type)}) on AISP preference pairs "
+    return run.finish(
+        training_args.output_dir,
+        method=f"DPO ({', '.join(training_args.loss_type)}) on AISP preference pairs "
         f"(chosen = best, rejected = {script_args.rejected})",
-        "model": run.model_name,
-        "reward": script_args.reward,
-        "rewards": {
-            "base greedy (held-out)": base_eval["mean_reward"],
-            "DPO greedy (held-out)": tuned_eval["mean_reward"],
-            "base greedy (train prompts)": summary["greedy_reward"],
-            "AISP best (train prompts)": summary["aisp_best_reward"],
-        },
-        "counts": {
-            "train_prompts": len(run.train_prompts),
-            "eval_prompts": len(run.eval_prompts),
-            "pairs": len(dataset),
-        },
-        "training": outcome.summary(),
-        "aisp_best_so_far_curve": summary["best_so_far_curve"],
-        "generation": script_args.run_info(),
-        "held_out": {"base": base_eval["completions"], "dpo": tuned_eval["completions"]},
-    }
-    # every mean with its prompt count and 95% CI, the paired gain over the base, and a warning on few prompts
-    per_prompt = {
-        "base greedy (held-out)": base_eval["rewards"],
-        "DPO greedy (held-out)": tuned_eval["rewards"],
-        "base greedy (train prompts)": summary["greedy_rewards"],
-        "AISP best (train prompts)": summary["aisp_best_rewards"],
-    }
-    pairs = [
-        ("DPO greedy (held-out)", "base greedy (held-out)"),
-        ("AISP best (train prompts)", "base greedy (train prompts)"),
-    ]
-    report |= report_uncertainty(per_prompt, pairs, num_eval_prompts=len(run.eval_prompts))
-    if run.state.is_main_process:
-        path = write_report(training_args.output_dir, report, title="AISP + DPO report")
-        mark_training_finished(training_args.output_dir, report)
-        print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
-    run.state.wait_for_everyone()
-    return report
+        trained="DPO",
+        base_eval=base_eval,
+        trained_eval=run.evaluate(outcome.model),
+        counts={"pairs": len(dataset)},
+        training=outcome.summary(),
+        title="AISP + DPO report",
+    )
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

@@ -36,14 +36,7 @@ from __future__ import annotations
 import argparse
 
 from aisp_trl.data import build_sft_dataset
-from aisp_trl.evaluation.report import report_rewards_table, report_uncertainty, write_report
-from aisp_trl.pipeline import (
-    AISPGenerationArguments,
-    finished_training,
-    generate_for_training,
-    mark_training_finished,
-    summarize_records,
-)
+from aisp_trl.pipeline import AISPGenerationArguments, finished_training, generate_for_training
 from aisp_trl.training import train_sft
 
 
@@ -57,55 +50,21 @@ def main(script_args: AISPGenerationArguments, training_args, model_args) -> dic
         return previous
     run = generate_for_training(script_args, model_args.model_name_or_path, model_args.dtype, training_args.output_dir)
     dataset = build_sft_dataset(run.records, script_args.resolved_dataset_format(run.tokenizer))
-    summary = summarize_records(run.records)
     run.save(dataset, "sft_dataset", kind="sft", counts={"prompts": len(run.records), "rows": len(dataset)})
     base_eval = run.evaluate(run.model)
 
     outcome = train_sft(run.model, run.tokenizer, dataset, training_args, get_peft_config(model_args))
     outcome.trainer.save_model(training_args.output_dir)
-    distilled_eval = run.evaluate(outcome.model)
-
-    report = {
-        "method": "AISP distillation (SFT on AISP's best samples)",
-        "model": run.model_name,
-        "reward": script_args.reward,
-        "rewards": {
-            "base greedy (held-out)": base_eval["mean_reward"],
-            "distilled greedy (held-out)": distilled_eval["mean_reward"],
-            "base greedy (train prompts)": summary["greedy_reward"],
-            "AISP best (train prompts)": summary["aisp_best_reward"],
-        },
-        "counts": {
-            "train_prompts": len(run.train_prompts),
-            "eval_prompts": len(run.eval_prompts),
-            "sft_rows": len(dataset),
-        },
-        "training": outcome.summary(),
-        "aisp_best_so_far_curve": summary["best_so_far_curve"],
-        "generation": script_args.run_info(),
-        "held_out": {
-            "base": base_eval["completions"],
-            "distilled": distilled_eval["completions"],
-        },
-    }
-    # every mean with its prompt count and 95% CI, the paired gain over the base, and a warning on few prompts
-    per_prompt = {
-        "base greedy (held-out)": base_eval["rewards"],
-        "distilled greedy (held-out)": distilled_eval["rewards"],
-        "base greedy (train prompts)": summary["greedy_rewards"],
-        "AISP best (train prompts)": summary["aisp_best_rewards"],
-    }
-    pairs = [
-        ("distilled greedy (held-out)", "base greedy (held-out)"),
-        ("AISP best (train prompts)", "base greedy (train prompts)"),
-    ]
-    report |= report_uncertainty(per_prompt, pairs, num_eval_prompts=len(run.eval_prompts))
-    if run.state.is_main_process:
-        path = write_report(training_args.output_dir, report, title="AISP distillation report")
-        mark_training_finished(training_args.output_dir, report)
-        print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
-    run.state.wait_for_everyone()
-    return report
+    return run.finish(
+        training_args.output_dir,
+        method="AISP distillation (SFT on AISP's best samples)",
+        trained="distilled",
+        base_eval=base_eval,
+        trained_eval=run.evaluate(outcome.model),
+        counts={"sft_rows": len(dataset)},
+        training=outcome.summary(),
+        title="AISP distillation report",
+    )
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

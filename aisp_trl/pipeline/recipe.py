@@ -15,10 +15,11 @@ from accelerate import PartialState
 from torch import nn
 
 from ..data import Prompt, save_dataset
+from ..evaluation.report import report_rewards_table, report_uncertainty, write_report
 from ..models import EMBEDDED_MODEL, load_model_and_tokenizer
 from ..rewards import RewardFunction, build_reward
 from .arguments import AISPGenerationArguments
-from .generation import default_state, evaluate_greedy, run_generation
+from .generation import default_state, evaluate_greedy, run_generation, summarize_records
 
 __all__ = ["AISPRun", "TRAINING_MARKER", "finished_training", "free_llm", "generate_for_training", "load_vllm_engine",
            "mark_training_finished"]  # fmt: skip
@@ -54,6 +55,57 @@ class AISPRun:
             batch_size=self.args.eval_batch_size,
             accelerator=self.state,
         )
+
+    def finish(
+        self,
+        output_dir: str | os.PathLike,
+        *,
+        method: str,
+        trained: str,
+        base_eval: Mapping[str, Any],
+        trained_eval: Mapping[str, Any],
+        counts: Mapping[str, int],
+        training: Mapping[str, Any],
+        title: str,
+    ) -> dict[str, Any]:
+        """The recipe's report: held-out greedy rewards of the base and the ``trained`` model next to AISP's best
+        on the training prompts, each mean with its prompt count and 95% CI, the paired gains over the base, and a
+        warning on few prompts; written to ``output_dir`` (``report.json``, ``report.md``) with the
+        finished-training marker, and the rewards table printed (main process)."""
+        summary = summarize_records(self.records)
+        per_prompt = {
+            "base greedy (held-out)": base_eval["rewards"],
+            f"{trained} greedy (held-out)": trained_eval["rewards"],
+            "base greedy (train prompts)": summary["greedy_rewards"],
+            "AISP best (train prompts)": summary["aisp_best_rewards"],
+        }
+        report: dict[str, Any] = {
+            "method": method,
+            "model": self.model_name,
+            "reward": self.args.reward,
+            "rewards": {
+                "base greedy (held-out)": base_eval["mean_reward"],
+                f"{trained} greedy (held-out)": trained_eval["mean_reward"],
+                "base greedy (train prompts)": summary["greedy_reward"],
+                "AISP best (train prompts)": summary["aisp_best_reward"],
+            },
+            "counts": {"train_prompts": len(self.train_prompts), "eval_prompts": len(self.eval_prompts), **counts},
+            "training": dict(training),
+            "aisp_best_so_far_curve": summary["best_so_far_curve"],
+            "generation": self.args.run_info(),
+            "held_out": {"base": base_eval["completions"], trained.lower(): trained_eval["completions"]},
+        }
+        pairs = [
+            (f"{trained} greedy (held-out)", "base greedy (held-out)"),
+            ("AISP best (train prompts)", "base greedy (train prompts)"),
+        ]
+        report |= report_uncertainty(per_prompt, pairs, num_eval_prompts=len(self.eval_prompts))
+        if self.state.is_main_process:
+            path = write_report(output_dir, report, title=title)
+            mark_training_finished(output_dir, report)
+            print(f"\n{report_rewards_table(report)}\n\nreport: {path} and {path.with_suffix('.md')}")
+        self.state.wait_for_everyone()
+        return report
 
     def save(self, dataset: Any, name: str, kind: str, counts: Mapping[str, int]) -> None:
         """Saves ``dataset`` under the generation folder with its card (main process only)."""

@@ -2,18 +2,16 @@
 
 - `base`: `SamplerBase` (checks, query parsing, decoding, scoring) and `LengthSampler`;
 - `aisp`: `AISPSampler` (Algorithm 1, batched); `best_of_n`: `BestOfNSampler` (top-p), `GaussianBestOfNSampler`
-  (BoN (N)); `greedy`: `GreedySampler`; `args`: `ARGSSampler`; `re_control`: `REControlSampler` and its value
-  training; `amortized`: `AmortizedSampler`;
+  (BoN (N)); `greedy`: `GreedySampler` and the steered greedy decodes, `REControlSampler` (with its value training)
+  and `AmortizedSampler`; `args`: `ARGSSampler`;
 - `registry`: `METHODS`, the one table from a method name to its label and builder.
 """
 
 from .aisp import AISPSampler
-from .amortized import AmortizedSampler
 from .args import ARGSSampler, args_greedy_scores
 from .base import LengthSampler, SamplerBase
 from .best_of_n import BestOfNSampler, GaussianBestOfNSampler
-from .greedy import GreedySampler
-from .re_control import REControlSampler, collect_value_data, train_re_control
+from .greedy import AmortizedSampler, GreedySampler, REControlSampler, collect_value_data, train_re_control
 
 __all__ = [
     "AISPSampler",

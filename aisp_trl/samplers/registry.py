@@ -20,12 +20,10 @@ from ..decoding.vllm import is_vllm_engine
 from ..hooks import generation_model
 from ..rewards.base import RewardFunction
 from .aisp import AISPSampler
-from .amortized import AmortizedSampler
 from .args import ARGSSampler
 from .base import LengthSampler, SamplerBase
 from .best_of_n import BestOfNSampler, GaussianBestOfNSampler
-from .greedy import GreedySampler
-from .re_control import REControlSampler
+from .greedy import AmortizedSampler, GreedySampler, REControlSampler
 
 __all__ = ["METHODS", "MethodOptions", "MethodSpec", "build_sampler", "method_label"]
 
@@ -115,39 +113,37 @@ def _greedy(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
     return GreedySampler(model, tokenizer, reward, horizon, prompt_batch_size=config.prompt_batch_size)
 
 
-def _re_control(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
+def _with_module(kind: str, path: str | None, build: Callable[[Any], SamplerBase]) -> SamplerBase:
+    """A sampler that decodes with a trained module (loaded from ``path``); its training record rides along as
+    ``training_info`` (the one-off cost `compare` reports)."""
     from ..controllers import load_module
 
-    value, info = load_module(options.value_model_path, kind="value")
-    sampler = REControlSampler(
-        model,
-        tokenizer,
-        reward,
-        horizon,
-        value,
-        n_steps=options.re_control_n_steps,
-        step_size=options.re_control_step_size,
-        prompt_batch_size=config.prompt_batch_size,
-    )
+    module, info = load_module(path, kind=kind)
+    sampler = build(module)
     sampler.training_info = info
     return sampler
+
+
+def _re_control(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
+    steps, size, batch = options.re_control_n_steps, options.re_control_step_size, config.prompt_batch_size
+    return _with_module(
+        "value",
+        options.value_model_path,
+        lambda value: REControlSampler(
+            model, tokenizer, reward, horizon, value, n_steps=steps, step_size=size, prompt_batch_size=batch
+        ),
+    )
 
 
 def _amortized(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
-    from ..controllers import load_module
-
-    controller, info = load_module(options.controller_path, kind="controller")
-    sampler = AmortizedSampler(
-        model,
-        tokenizer,
-        reward,
-        horizon,
-        controller,
-        scale=options.controller_scale,
-        prompt_batch_size=config.prompt_batch_size,
+    scale, batch = options.controller_scale, config.prompt_batch_size
+    return _with_module(
+        "controller",
+        options.controller_path,
+        lambda controller: AmortizedSampler(
+            model, tokenizer, reward, horizon, controller, scale=scale, prompt_batch_size=batch
+        ),
     )
-    sampler.training_info = info
-    return sampler
 
 
 METHODS: dict[str, MethodSpec] = {
