@@ -39,35 +39,17 @@ def make_model(arch: str = "llama", seed: int = 0, hidden: int = 32) -> nn.Modul
     common = dict(vocab_size=len(VOCAB), bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     if arch == "gpt2":
         config = GPT2Config(n_embd=hidden, n_layer=2, n_head=2, n_positions=128, **common)
-    elif arch == "llama":
-        config = LlamaConfig(
+    elif arch in ("llama", "qwen2", "gemma2"):
+        config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma2": Gemma2Config}[arch]
+        extra = {"head_dim": 16} if arch == "gemma2" else {}
+        config = config_class(
             hidden_size=hidden,
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
             num_key_value_heads=1,
             max_position_embeddings=128,
-            **common,
-        )
-    elif arch == "qwen2":
-        config = Qwen2Config(
-            hidden_size=hidden,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=128,
-            **common,
-        )
-    elif arch == "gemma2":
-        config = Gemma2Config(
-            hidden_size=hidden,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            max_position_embeddings=128,
+            **extra,
             **common,
         )
     else:
@@ -98,3 +80,25 @@ class ValueHeadWrapper(nn.Module):
 
     def generate(self, *args, **kwargs):
         return self.pretrained_model.generate(*args, **kwargs)
+
+
+def chat_queries(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt as a user message in the tokenizer's chat template."""
+    from aisp_trl.prompts import apply_chat_template
+
+    return [tokenizer(t, add_special_tokens=False).input_ids for t in apply_chat_template(tokenizer, prompts)]
+
+
+def load_script(folder: str, name: str):
+    """A recipe or benchmark script (``recipes/<name>.py``, ``benchmarks/<name>.py``) as a module, registered in
+    ``sys.modules`` (the scripts define dataclasses, which look their module up)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-from _tiny import letter_reward, make_model, make_tokenizer
+from _tiny import letter_reward, load_script, make_model, make_tokenizer
 from scripts.tiny_checkpoints import save_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", name)
 
 
 measure_overhead = _script("bench_overhead").measure_overhead

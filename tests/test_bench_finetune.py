@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-from _tiny import letter_reward
+from _tiny import letter_reward, load_script
 from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
 from aisp_trl.rewards import as_reward_function
@@ -23,10 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("bench_finetune", ROOT / "benchmarks" / "bench_finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "bench_finetune")
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from _tiny import letter_reward, make_model, make_tokenizer
+from _tiny import letter_reward, load_script, make_model, make_tokenizer
 from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
 from aisp_trl import AISPConfig
@@ -26,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("recipe_compare", ROOT / "recipes" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes", "compare")
 
 
 @pytest.fixture(scope="module")

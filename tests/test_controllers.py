@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from _tiny import letter_reward, make_model, make_tokenizer
+from _tiny import letter_reward, load_script, make_model, make_tokenizer
 
 from aisp_trl import AISPConfig, GreedySampler, LengthSampler
 from aisp_trl.controllers import (
@@ -337,13 +336,7 @@ def test_sampler_errors_name_the_argument(lm, tmp_path):
 
 
 def _recipe(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the recipes define dataclasses, which look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes", name)
 
 
 @pytest.fixture(scope="module")

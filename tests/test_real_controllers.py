@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from _tiny import chat_queries
 
 from aisp_trl import AISPSampler, GreedySampler, LengthSampler, VaderSentimentReward
 from aisp_trl.controllers import (
@@ -16,31 +15,18 @@ from aisp_trl.controllers import (
     prelogits_along,
 )
 from aisp_trl.hooks import find_output_layer
-from aisp_trl.models import embedded_model_missing
-from aisp_trl.prompts import apply_chat_template
 from aisp_trl.samplers import AmortizedSampler, REControlSampler, train_re_control
 
 TRAIN = ["Describe the worst meal you ever had.", "Tell me why Mondays are awful."]
 TEST = ["Write a complaint about a train that was two hours late.", "Write a one-star review of a noisy hotel."]
 
-EMBEDDED_MISSING = embedded_model_missing()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        EMBEDDED_MISSING is not None and not os.environ.get("CI"),
-        reason=f"the embedded SmolLM2 is not installed here: {EMBEDDED_MISSING}",
-    ),
-]
-
-
-def _queries(tok, prompts):
-    return [tok(t, add_special_tokens=False).input_ids for t in apply_chat_template(tok, prompts)]
+pytestmark = pytest.mark.slow  # the `smollm2` fixture skips (off CI) when the embedded model is missing
 
 
 def test_re_control_and_amortized_aisp_run_end_to_end(smollm2):
     model, tok = smollm2
     reward, horizon = VaderSentimentReward(), LengthSampler(8, 9)
-    train, test = _queries(tok, TRAIN), _queries(tok, TEST)
+    train, test = chat_queries(tok, TRAIN), chat_queries(tok, TEST)
     greedy = GreedySampler(model, tok, reward, horizon).search(test, prompts=TEST)
     width = find_output_layer(model).weight.shape[1]
 

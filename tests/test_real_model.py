@@ -1,14 +1,12 @@
 """AISP on the real embedded SmolLM2-135M-Instruct with the VADER sentiment reward (slow, still run in CI)."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
+from _tiny import chat_queries
 
 from aisp_trl import AISPSampler, GreedySampler, LengthSampler, VaderSentimentReward
 from aisp_trl.hooks import perturb_prelogits
-from aisp_trl.models import embedded_model_missing
 from aisp_trl.prompts import apply_chat_template
 
 # prompts whose greedy answers are negative, so that steering toward positive text has room to move
@@ -19,25 +17,13 @@ PROMPTS = [
     "Tell me why Mondays are awful.",
 ]
 
-EMBEDDED_MISSING = embedded_model_missing()
-pytestmark = [
-    pytest.mark.slow,
-    # CI installs the embedded model and runs these; elsewhere say why they do not run (on CI, a missing model fails)
-    pytest.mark.skipif(
-        EMBEDDED_MISSING is not None and not os.environ.get("CI"),
-        reason=f"the embedded SmolLM2 is not installed here: {EMBEDDED_MISSING}",
-    ),
-]
-
-
-def _queries(tok, prompts):
-    return [tok(t, add_special_tokens=False).input_ids for t in apply_chat_template(tok, prompts)]
+pytestmark = pytest.mark.slow  # the `smollm2` fixture skips (off CI) when the embedded model is missing
 
 
 def test_aisp_raises_the_mean_reward_over_iterations(smollm2):
     model, tok = smollm2
     reward = VaderSentimentReward()
-    queries = _queries(tok, PROMPTS)
+    queries = chat_queries(tok, PROMPTS)
     sampler = AISPSampler(model, tok, reward, LengthSampler(24, 25), sample_size=8, n_iterations=4,
                           sigma2=0.5, lam=0.3, alpha=0.999, seed=0, prompt_batch_size=4)  # fmt: skip
     results = sampler.search(queries, prompts=PROMPTS)
@@ -62,7 +48,7 @@ def test_zero_noise_reproduces_greedy_on_the_real_model(smollm2):
 
 def test_seeded_real_runs_reproduce(smollm2):
     model, tok = smollm2
-    query = _queries(tok, PROMPTS[:1])[0]
+    query = chat_queries(tok, PROMPTS[:1])[0]
 
     def run():
         sampler = AISPSampler(model, tok, VaderSentimentReward(), LengthSampler(8, 9), 4, seed=3, n_iterations=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _tiny import load_script
 from datasets import load_from_disk
 from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
@@ -18,10 +18,7 @@ CONFIGS = ROOT / "recipes" / "configs"
 
 
 def _recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes", name)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
