@@ -91,7 +91,7 @@ def _convert_gguf(target: Path) -> None:
 def embedded_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Returns the folder of the float32 copy of the embedded SmolLM2-135M-Instruct, converting on first use.
 
-    The conversion (24.5 s measured with one thread on a busy 2-core VM; a 517 MiB folder) writes into a temporary
+    The conversion (tens of seconds on a CPU, see the README; a 517 MiB folder) writes into a temporary
     folder next to the target and renames it into place, so an interrupted conversion never leaves a partial cache
     behind.
 

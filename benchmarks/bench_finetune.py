@@ -73,7 +73,7 @@ from aisp_trl.pipeline import (
     run_generation,
     tokenize_prompts,
 )
-from aisp_trl.rewards import JudgeReward, RewardFunction, SentenceEmbedder, build_reward
+from aisp_trl.rewards import JudgeReward, RewardFunction, SentenceEmbedder, build_reward, check_reward_spec
 from aisp_trl.training import lora_config, train_dpo, train_sft
 
 SOURCES = ("aisp", "bon_top_p")
@@ -167,6 +167,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"`--learning_rate` and `--beta` must be > 0, got {args.learning_rate!r}, {args.beta!r}.")
     if len(set(args.seeds)) != len(args.seeds) or len(set(args.rewards)) != len(args.rewards):
         raise ValueError(f"`--seeds` {args.seeds} and `--rewards` {args.rewards} must not repeat an entry.")
+    for name in args.rewards:
+        check_reward_spec(name)
 
 
 def generation_arguments(args: argparse.Namespace, seed: int) -> AISPGenerationArguments:

@@ -39,7 +39,7 @@ from aisp_trl.data import load_prompts
 from aisp_trl.hooks import find_output_layer, generation_model, perturb_prelogits
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
-from aisp_trl.rewards import RewardFunction, build_reward
+from aisp_trl.rewards import RewardFunction, build_reward, check_reward_spec
 from aisp_trl.samplers import AISPSampler, BestOfNSampler, LengthSampler
 from aisp_trl.types import SearchResult
 
@@ -230,6 +230,7 @@ def table(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Loads the model, measures, prints the table and writes the JSON; returns the measurement."""
+    check_reward_spec(args.reward)  # a bad reward name fails before the model loads
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=args.device)

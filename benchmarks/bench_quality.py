@@ -29,6 +29,7 @@ import torch
 from aisp_trl.config import AISPConfig
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline.compare import CompareArguments, run_comparison, write_outputs
+from aisp_trl.rewards import check_reward_spec
 from aisp_trl.samplers.registry import method_label
 
 DEFAULT_LAM = {"vader": 0.3, "relevance": 0.05, "vader+relevance": 0.05}
@@ -95,6 +96,8 @@ def table(summary: list[dict[str, Any]], checkpoints: list[int]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the benchmark; returns (and writes to ``output_dir/bench_quality.json``) the summary and the reports."""
     lams = _lams(args)
+    for reward in args.rewards:  # a bad reward name fails before the model loads
+        check_reward_spec(reward)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=args.device)

@@ -62,7 +62,7 @@ from aisp_trl.evaluation.stats import (
 )
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
-from aisp_trl.rewards import SentenceEmbedder, build_reward
+from aisp_trl.rewards import SentenceEmbedder, build_reward, check_reward_spec
 from aisp_trl.samplers import AISPSampler, BestOfNSampler, GaussianBestOfNSampler, GreedySampler, LengthSampler
 from aisp_trl.types import AISPResult, Sample
 
@@ -369,6 +369,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    for name in args.rewards:  # a bad reward name fails before the model loads
+        check_reward_spec(name)
     variants = parse_variants(args.variants)
     methods = list(dict.fromkeys([*args.methods, *variants]))
     specs = {m: variants.get(m, {}) for m in methods}

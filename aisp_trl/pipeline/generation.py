@@ -193,7 +193,7 @@ def run_generation(
             "or save_means=False."
         )
     settings = _run_settings(config, max_new_tokens, framing, max_prompt_length, identity)
-    if method != "aisp":  # runs of earlier versions (AISP only) keep resuming without this key
+    if method != "aisp":  # an AISP run's settings carry no method key, so its run file stays valid
         settings["method"] = method
     _check_resume(run_file, settings)
 

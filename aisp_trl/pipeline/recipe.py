@@ -213,7 +213,7 @@ def finished_training(output_dir: str | os.PathLike, overwrite: bool = False, st
     A recipe calls this first: a rerun of a finished command then skips generation and training (trl's trainers
     would silently overwrite the saved model) and returns the stored report. A training counts as finished when
     ``output_dir`` holds the marker `mark_training_finished` writes (``aisp_training.json``), or a ``report.json``
-    next to a saved model or adapter (runs of older versions).
+    next to a saved model or adapter (a run without the marker).
 
     Args:
         output_dir (`str` or `os.PathLike`): the trainer's ``output_dir``.

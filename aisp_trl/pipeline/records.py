@@ -186,7 +186,7 @@ def _check_resume(path: Path, settings: dict[str, Any]) -> None:
     differences = []
     for key in sorted(set(previous) | set(settings)):
         if key not in previous and key in _RESUME_FIXES:
-            logger.warning("%s records no %s (an older version wrote it); it cannot be checked.", path, key)
+            logger.warning("%s records no %s; it cannot be checked.", path, key)
             continue
         old, new = previous.get(key), settings.get(key)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
