@@ -153,8 +153,8 @@ def test_batched_aisp_matches_one_prompt_at_a_time(model, tok):
         assert [s.text for s in a.samples] == [s.text for s in b.samples]
         assert a.best_so_far == pytest.approx(b.best_so_far)
         torch.testing.assert_close(a.final_mean, b.final_mean, atol=1e-5, rtol=1e-5)
-    # a prompt's stream comes from its tokens, not its slot: duplicates agree
-    assert [s.text for s in batched[0].samples] == [s.text for s in batched[3].samples]
+    # a prompt's stream comes from its tokens and its earlier draws, not its slot: a duplicate is a fresh draw
+    assert [s.text for s in batched[0].samples] != [s.text for s in batched[3].samples]
 
 
 def test_batched_prompts_keep_their_own_horizons(model, tok):
@@ -448,3 +448,21 @@ def test_generation_kwargs_repetition_guard_acts_after_the_noise(model, tok):
     assert any(_repeats_an_ngram(ids, 2) for ids in unguarded)  # the tiny model loops: the guard has work to do
     guarded = completions(no_repeat_ngram_size=2)  # a logits processor: it sees the perturbed logits
     assert len(guarded) == 12 and not any(_repeats_an_ngram(ids, 2) for ids in guarded)
+
+
+@pytest.mark.parametrize("method", ["aisp", "bon_top_p"])
+def test_a_query_repeated_in_one_call_gets_independent_draws(model, tok, method):
+    # GRPO-style group sampling sends one prompt k times: each copy is its own draw, exactly the k-th call's
+    def sampler():
+        if method == "aisp":
+            return _aisp(model, tok, n_iterations=1)
+        return BestOfNSampler(model, tok, letter_reward(), LengthSampler(8, 9), sample_size=4, seed=0)
+
+    a, b = _ids(tok, QUERIES[0]), _ids(tok, QUERIES[1])
+    grouped = sampler().search([a, b, a, a])
+    completions = [[s.completion_ids for s in r.samples] for r in grouped]
+    assert completions[0] != completions[2] != completions[3] != completions[0]
+    one_by_one = sampler()
+    sequential = [one_by_one.search([a])[0] for _ in range(3)]
+    assert completions[0::2] + completions[3:] == [[s.completion_ids for s in r.samples] for r in sequential]
+    assert completions[1] == [s.completion_ids for s in sampler().search([b])[0].samples]  # batch-mates: no effect

@@ -143,7 +143,7 @@ class AISPSampler(SamplerBase):
     def _search(self, inputs: SearchInputs) -> list[SearchResult]:
         """Like `generate`, but returns an `SearchResult` per query with every sample, curves and ESS."""
         queries, prompt_texts, horizons, device, skip_special_tokens, generation_kwargs = inputs
-        calls = self._next_calls(queries)  # fresh noise for a query seen before; duplicates share a stream
+        calls = self._next_calls(queries)  # fresh noise for a query seen before, and for each copy of one
         # Batched AISP: sort by token length so each batch pads little (paper 5.3: 37% -> 8% overhead)
         batches = self._prompt_batches(queries)
         results: list[SearchResult | None] = [None] * len(queries)

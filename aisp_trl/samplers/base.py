@@ -278,13 +278,15 @@ class SamplerBase:
                 )
 
     def _next_calls(self, queries: list[list[int]]) -> list[int]:
-        """For each query, how many earlier ``search`` calls saw it; counts this call. Enters the per-query random
-        streams, so every call draws fresh samples (trl drew from one RNG seeded at construction), two samplers with
-        the same seed repeat the same sequence of calls, and neither the other queries of a call nor how a run is cut
-        into calls changes a query's result. Duplicates within one call share a stream."""
-        calls = [self._calls.get(tuple(q), 0) for q in queries]
-        for query in {tuple(q) for q in queries}:
-            self._calls[query] = self._calls.get(query, 0) + 1
+        """For each query, how many draws for it came before: earlier ``search`` calls plus its earlier copies in this
+        call; counts this call. Enters the per-query random streams, so every call draws fresh samples (trl drew from
+        one RNG seeded at construction), a query repeated k times in one call gets k independent draws (the same as k
+        calls in a row: GRPO-style group sampling), two samplers with the same seed repeat the same sequence of calls,
+        and neither the other queries of a call nor how a run is cut into calls changes a query's result."""
+        calls = []
+        for query in map(tuple, queries):
+            calls.append(self._calls.get(query, 0))
+            self._calls[query] = calls[-1] + 1
         return calls
 
     def _device(self, device: str | torch.device | None) -> torch.device:
