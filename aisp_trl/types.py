@@ -58,8 +58,9 @@ class SearchResult:
         ess: effective sample size of the weights at each iteration (``n`` for best-of-n).
         lam: the temperature used at each iteration (solved per iteration with ``lam="auto"``; ``inf`` when the
             rewards did not vary); empty for best-of-n.
-        final_mean: ``U^{kappa+1}``, shape `(horizon, d)` (`(1, d)` for the steering proposal), on CPU (``None``
-            for best-of-n).
+        final_mean: ``U^{kappa+1}`` as the perturbation mean of each step, shape `(horizon, d)`, on CPU (a steering
+            vector is repeated at every step, as it acts while decoding; ``None`` for best-of-n). What
+            `aisp_trl.evaluation.metrics.decode_with_mean` and the KL metrics take.
         best_perturbation: the per-step perturbation ``V`` that decoded ``best``, shape `(horizon, d)`, on CPU
             (``None`` for best-of-n); with ``final_mean``, the targets an amortized controller learns from.
     """

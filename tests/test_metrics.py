@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from _tiny import make_model
+from _tiny import EOS_ID, letter_reward, make_model, make_tokenizer
 
+from aisp_trl import AISPSampler, LengthSampler
 from aisp_trl.evaluation.metrics import (
     aggregate_curves,
     best_of_first,
@@ -319,3 +320,22 @@ def test_paired_win_rate_rejects_bad_input():
         paired_win_rate([], [])
     with pytest.raises(ValueError, match="NaN"):
         paired_win_rate([math.nan], [1.0])
+
+
+def test_a_steering_mean_acts_at_every_step_of_the_metrics(llama):
+    # the steering proposal adds one (1, d) vector at every step while decoding; its final_mean is returned per step,
+    # so decode_with_mean and the KL / flip metrics apply it over the whole horizon, not at step 1 only
+    tok = make_tokenizer()
+    sampler = AISPSampler(llama, tok, letter_reward(), LengthSampler(6, 7), sample_size=4, n_iterations=2,
+                          sigma2=4.0, lam=0.05, proposal="steering", seed=0)  # fmt: skip
+    result = sampler.search(tok("the cat").input_ids)[0]
+    assert result.final_mean.shape == (result.horizon, HIDDEN) == result.best_perturbation.shape
+    assert torch.equal(result.final_mean, result.final_mean[:1].expand(result.horizon, -1))  # one vector, every step
+    response = decode_with_mean(llama, result.query_ids, result.final_mean)
+    assert len(response) > 1 or response[-1] == EOS_ID
+    with perturb_prelogits(llama, result.final_mean[None]), torch.no_grad():
+        ids = torch.tensor([result.query_ids])
+        out = llama.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=result.horizon, pad_token_id=EOS_ID, eos_token_id=EOS_ID)  # fmt: skip
+    assert response == out[0, ids.shape[1] :].tolist()[: len(response)]
+    assert token_flip_rate(llama, result.query_ids, response, result.final_mean) > 0

@@ -104,7 +104,7 @@ def _append_means(path: Path, new: Mapping[str, torch.Tensor]) -> None:
 
 def load_means(output_dir: str | os.PathLike) -> dict[int, dict[str, torch.Tensor]]:
     """The means stored by ``run_generation(..., save_means=True)``: prompt id -> ``{"mean": U, "best": V}``, each of
-    shape `(tau, d)` (`(1, d)` means for the steering proposal), float32 on CPU."""
+    shape `(tau, d)` (per step, as `SearchResult.final_mean`), float32 on CPU."""
     from safetensors.torch import load_file
 
     means: dict[int, dict[str, torch.Tensor]] = {}

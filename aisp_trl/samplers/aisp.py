@@ -246,7 +246,9 @@ class AISPSampler(SamplerBase):
                 result.lam.append(float(step.lam))
             progress.update(1)
         for result, mean, (_, v_best) in zip(results, means, best, strict=True):
-            result.final_mean, result.best_perturbation = mean, v_best
+            # per step, like best_perturbation: a steering mean (1, d) acts at each of the horizon steps
+            result.final_mean = self.proposal.to_steps(mean[None], result.horizon)[0].contiguous()
+            result.best_perturbation = v_best
         return results
 
     def _update(self, mean: Tensor, sigma2: float, samples: Tensor, rewards: Tensor, history: list[tuple]) -> StepInfo:
