@@ -1,43 +1,15 @@
 """``import aisp_trl`` and an AISP search on a tiny model need none of the optional stack.
 
 The GPU machine this project times on has torch, transformers, accelerate, peft, safetensors, tokenizers, tqdm,
-matplotlib and pyyaml, but not trl, datasets, vaderSentiment, gguf or vLLM. The child process below makes those
-(and peft and matplotlib, which a user may lack as well) uninstalled as far as Python can tell: ``sys.modules[name]
-= None`` makes ``import name`` raise and ``importlib.util.find_spec(name)`` return ``None``, as for a missing package.
+matplotlib and pyyaml, but not trl, datasets, vaderSentiment, gguf or vLLM. The child processes below
+(`_blocker.run_blocked`) see those, and peft and matplotlib, as uninstalled.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-BLOCKED = ("trl", "datasets", "vaderSentiment", "gguf", "vllm", "peft", "matplotlib")
-"""Top-level packages the child process cannot import."""
-
-PRELUDE = f"""
-import sys
-BLOCKED = {BLOCKED!r}
-for name in BLOCKED:
-    sys.modules[name] = None  # as if not installed: import raises, importlib.util.find_spec returns None
-
-
-def leaked():
-    return sorted(n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in BLOCKED)
-"""
-
-
-def run_blocked(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs ``code`` after `PRELUDE` in a fresh interpreter with the repository and ``tests/`` on the path; the code
-    can call ``leaked()`` for the blocked modules that got imported anyway."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", PRELUDE + code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+from _blocker import run_blocked
 
 
 def test_the_blocker_blocks():
