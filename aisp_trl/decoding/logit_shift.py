@@ -213,10 +213,9 @@ def check_logit_shift(
     """
     vocab = min(delta.shape[-1], weight.shape[0])
     measured = delta[..., :vocab].double()
-    # W v in float64, a slice of the vocabulary at a time: W is (vocab, d), 1 GB in bf16 for a 128k x 4096 head
-    expected = torch.cat(
-        [perturbation.double() @ chunk.double().T for chunk in weight[:vocab].split(16384)], dim=-1
-    )  # (rows, vocab)
+    # W v in float32, 8k tokens at a time (W is (vocab, d): 1 GB in bf16 for a 128k x 4096 head), sums in float64
+    v = perturbation.float()
+    expected = torch.cat([v @ chunk.float().T for chunk in weight[:vocab].split(8192)], dim=-1).double()  # (rows, V)
     norm = float(expected.pow(2).sum())
     factor = float((measured * expected).sum()) / norm if norm > 0 else float("nan")
     size = float(measured.norm())
