@@ -20,7 +20,15 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .decoding.vllm import VLLM_INSTALL_HINT, VLLMDecoder, check_engine, import_vllm, is_vllm_engine
+from .decoding.vllm import (
+    PROBE_EXTENSION,
+    VLLM_INSTALL_HINT,
+    VLLMDecoder,
+    check_engine,
+    import_vllm,
+    is_vllm_engine,
+    verify_logit_shift,
+)
 from .models import EMBEDDED_MODEL, check_pretrained_source, embedded_model_dir
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "is_vllm_engine",
     "load_llm",
     "load_tokenizer",
+    "verify_logit_shift",
 ]
 
 
@@ -58,8 +67,15 @@ def _source(model_name_or_path: str | os.PathLike | None) -> str:
     return str(model_name_or_path)
 
 
-def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwargs: Any) -> Any:
+def load_llm(
+    model_name_or_path: str | os.PathLike | None = None, *, verify_logit_shift: bool = True, **engine_kwargs: Any
+) -> Any:
     """A ``vllm.LLM`` with AISP's logits processor registered, ready for the samplers.
+
+    Once the engine runs, it is checked against the processor: the logits must move by ``logit_scale(config) * W v``
+    when the hidden state entering the output layer moves by ``v`` (`aisp_trl.vllm.verify_logit_shift`, two calls of
+    the output layer, no decoding); a model whose head multiplies its logits by a factor the processor does not know
+    is refused, naming its architecture, instead of decoding with perturbations off by that factor.
 
     On a machine without CUDA it defaults to ``dtype="float32"``, ``enforce_eager=True`` (what the CPU backend runs
     best, and what makes its samples match the HF backend's) and ``gpu_memory_utilization=0.25`` (on vLLM's CPU
@@ -70,6 +86,8 @@ def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwarg
     Args:
         model_name_or_path (`str` or `os.PathLike`, *optional*): a folder or a Hub id, as for ``vllm.LLM(model=...)``;
             ``None`` (or ``"smollm2-135m-instruct"``) loads the embedded SmolLM2-135M-Instruct (float32 folder).
+        verify_logit_shift (`bool`, defaults to `True`): run the check above (it needs ``worker_extension_cls`` to be
+            `aisp_trl.decoding.vllm.PROBE_EXTENSION`, set by default, or a subclass of it).
         **engine_kwargs: passed to ``vllm.LLM``, e.g. ``tensor_parallel_size``, ``gpu_memory_utilization``,
             ``max_model_len``, ``seed``. ``logits_processors`` is extended, not replaced.
 
@@ -79,7 +97,8 @@ def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwarg
     Raises:
         ImportError: if vLLM is not installed (the message says how to install it).
         FileNotFoundError: if ``model_name_or_path`` is neither a folder nor a loadable Hub id.
-        ValueError: for a soft-capped model (its logits are not linear in the pre-logit).
+        ValueError: for a soft-capped model (its logits are not linear in the pre-logit), or one whose measured logit
+            shift is not ``logit_scale(config) * W v`` (the engine is shut down first).
 
     Example:
         ```python
@@ -99,14 +118,50 @@ def load_llm(model_name_or_path: str | os.PathLike | None = None, **engine_kwarg
     processors = list(engine_kwargs.pop("logits_processors", None) or [])
     if PrelogitPerturbation not in processors:
         processors.append(PrelogitPerturbation)
+    if verify_logit_shift:
+        engine_kwargs["worker_extension_cls"] = engine_kwargs.get("worker_extension_cls") or PROBE_EXTENSION
+        _check_extension(engine_kwargs["worker_extension_cls"])
     import torch
 
     defaults: dict[str, Any] = {}
     if not torch.cuda.is_available():  # on vLLM's CPU backend gpu_memory_utilization is the share of CPU memory
         defaults = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": CPU_MEMORY_SHARE}
     llm = vllm.LLM(model=source, logits_processors=processors, **{**defaults, **engine_kwargs})
-    check_engine(llm)
+    try:
+        check_engine(llm)
+        if verify_logit_shift:
+            from .decoding.vllm import verify_logit_shift as verify  # the argument of that name is the switch
+
+            verify(llm)
+    except BaseException:
+        _shutdown(llm)
+        raise
     return llm
+
+
+def _check_extension(extension: Any) -> None:
+    """Refuses a ``worker_extension_cls`` that would replace the probe `verify_logit_shift` calls."""
+    import importlib
+
+    from .decoding.vllm_worker import LogitShiftProbe
+
+    cls = extension
+    if isinstance(extension, str):
+        module, _, name = extension.rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None) if module else None
+    if not (isinstance(cls, type) and issubclass(cls, LogitShiftProbe)):
+        raise ValueError(
+            f"`worker_extension_cls={extension!r}` replaces aisp_trl's {PROBE_EXTENSION}, which `load_llm` needs to "
+            "check the engine's logit scale; make your extension a subclass of it, or pass "
+            "`verify_logit_shift=False` to skip the check."
+        )
+
+
+def _shutdown(llm: Any) -> None:
+    """Stops an engine's process (best effort), e.g. one that failed a check, so that its memory is freed."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if callable(getattr(core, "shutdown", None)):
+        core.shutdown()
 
 
 def load_tokenizer(model_name_or_path: str | os.PathLike | None = None) -> Any:

@@ -3,6 +3,7 @@ the errors a user without vLLM (or with an unsuitable engine) sees."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _tiny import make_model, make_tokenizer
 from transformers import AutoConfig, LlamaConfig
 
@@ -11,6 +12,7 @@ from aisp_trl.decoding import NoiseDraw, PrelogitNoise
 from aisp_trl.decoding.logit_shift import (
     EXTRA_KEY,
     LogitShift,
+    check_logit_shift,
     decode_draw,
     encode_draw,
     encode_steps,
@@ -115,6 +117,27 @@ def test_logit_scale_reads_the_config_and_refuses_soft_capping():
     assert logit_scale(AutoConfig.for_model("granite", logits_scaling=4.0)) == 0.25
     with pytest.raises(ValueError, match=r"final_logit_softcapping=30\.0.*HF backend"):
         logit_scale(AutoConfig.for_model("gemma2", final_logit_softcapping=30.0))
+
+
+def test_check_logit_shift_measures_the_heads_factor():
+    # what load_llm compares: the engine's logits with v added at the input of its output layer, minus without
+    generator = torch.Generator().manual_seed(0)
+    weight, hidden, v = (torch.randn(*shape, generator=generator) for shape in ((50, 8), (3, 8), (3, 8)))
+
+    def delta(head):  # head: pre-logit (rows, d) -> logits (rows, vocab)
+        return head(hidden + v) - head(hidden)
+
+    # plain head, bf16 rounding, a vocabulary vLLM padded to 64 (compared on the checkpoint's 50 tokens)
+    bf16 = delta(lambda z: F.pad((0.5 * z @ weight.T).bfloat16().float(), (0, 14)))
+    assert check_logit_shift(bf16, v, weight, 0.5, "m") == pytest.approx(0.5, rel=1e-2)
+    with pytest.raises(
+        ValueError, match=r"`m`: its head multiplies the logits by 1\.5, but aisp_trl reads 0\.5 .*0\.333x"
+    ):
+        check_logit_shift(delta(lambda z: 1.5 * z @ weight.T), v, weight, 0.5, "`m`")
+    with pytest.raises(ValueError, match=r"not move by a multiple of W v.*HF backend.*verify_logit_shift=False"):
+        check_logit_shift(delta(lambda z: 2.0 * torch.tanh(z @ weight.T / 2.0)), v, weight, 1.0, "m")  # soft cap
+    with pytest.raises(ValueError, match=r"not move by a multiple of W v"):
+        check_logit_shift(delta(lambda z: z @ weight.T), v, weight.flip(0), 1.0, "m")  # W read under a wrong name
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])

@@ -64,6 +64,40 @@ def engine(hf_reference):
     del llm
 
 
+def _teleflm_folder(folder: Path, output_mult: float, mup_scale_factor: float) -> Path:
+    """A tiny Llama checkpoint that vLLM loads as TeleFLM: with ``use_mup`` its head multiplies the logits by
+    ``output_mult / mup_scale_factor``, a factor under config keys aisp_trl's `logit_scale` does not read."""
+    from _tiny import EOS_ID, PAD_ID, VOCAB, make_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=128, vocab_size=len(VOCAB), bos_token_id=EOS_ID, eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    saved |= {"architectures": ["TeleFLMForCausalLM"], "use_mup": True, "output_mult": output_mult,
+              "mup_scale_factor": mup_scale_factor}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_load_llm_refuses_a_head_whose_logit_factor_it_does_not_read(tmp_path):
+    # vLLM's TeleFLM multiplies the logits by output_mult / mup_scale_factor = 3; the processor would add 1 * W v
+    # where the engine's own head gives 3 * W v: samples silently off. load_llm measures the engine's shift and says so
+    from aisp_trl.vllm import load_llm
+
+    folder = _teleflm_folder(tmp_path / "teleflm", output_mult=6.0, mup_scale_factor=2.0)
+    with pytest.raises(
+        ValueError, match=r"TeleFLMForCausalLM.*multiplies the logits by 3, but aisp_trl reads 1 from its config"
+    ) as error:
+        load_llm(folder, max_model_len=64)
+    assert str(folder) in str(error.value) and "verify_logit_shift=False" in str(error.value)
+
+
 def test_same_samples_as_hf_for_the_same_seed(engine, hf_reference):
     llm, tok = engine
     scenario = _scenario()
@@ -92,6 +126,15 @@ def _draws(tok, sigma2: float, seed: int = 0) -> tuple[list[list[int]], Prelogit
         for j in range(len(queries))
     ]
     return [q for q in queries for _ in range(2)], PrelogitNoise(draws, 576)
+
+
+def test_load_llm_measured_the_plain_heads_factor(engine):
+    # SmolLM2 (Llama, tied embeddings, no logit factor): the engine's logits move by exactly 1 * W v
+    from aisp_trl.vllm import verify_logit_shift
+
+    llm, _ = engine
+    assert llm.model_config.hf_config.architectures == ["LlamaForCausalLM"]
+    assert verify_logit_shift(llm, seed=1) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_zero_noise_is_vllm_greedy_and_noise_changes_it(engine):

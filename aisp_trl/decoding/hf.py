@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
-from .._compat import cache_kwarg, output_cache
+from .._compat import cache_kwarg, last_logits_kwargs, output_cache
 from ..hooks import (
     PrelogitTransform,
     find_output_layer,
@@ -134,10 +134,17 @@ class HFDecoder:
         # positions as generate counts them on a left-padded batch (the first real token is 0): with plain arange
         # positions a padded row's cache would sit `pad` positions off the tokens generate appends
         positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        inner = unwrap_model(self.model)
         try:
             with torch.no_grad():
-                output = unwrap_model(self.model)(
-                    input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
+                # only the cache is used: logits of the last position only, not (b, L - 1, V) (0.7 GB a prompt in
+                # bf16 at 2,600 tokens and a 128k vocabulary); the cache, hence the samples, are the same
+                output = inner(
+                    input_ids=ids[:, :-1],
+                    attention_mask=mask[:, :-1],
+                    position_ids=positions[:, :-1],
+                    use_cache=True,
+                    **last_logits_kwargs(inner),
                 )
         except (TypeError, ValueError, NotImplementedError):
             return None

@@ -33,6 +33,7 @@ from .noise import NoiseDraw
 __all__ = [
     "EXTRA_KEY",
     "LogitShift",
+    "check_logit_shift",
     "decode_draw",
     "encode_draw",
     "encode_steps",
@@ -172,6 +173,68 @@ def load_output_weight(model: str, hf_config: Any, revision: str | None = None) 
         f"no safetensors file in {str(folder)!r} holds the output layer's weight (looked for {names}); AISP on vLLM "
         "reads W from safetensors checkpoints: save the model with `save_pretrained(folder)` and load that folder."
     )
+
+
+def check_logit_shift(
+    delta: Tensor,
+    perturbation: Tensor,
+    weight: Tensor,
+    scale: float,
+    model: str,
+    *,
+    rtol: float = 0.02,
+    max_residual: float = 0.25,
+) -> float:
+    """Checks that an engine's logits moved by ``scale * W v`` when ``v`` was added to the pre-logit.
+
+    ``scale`` is what `logit_scale` read from the config, hence what the processor adds; ``delta`` is what the engine
+    computed (`aisp_trl.decoding.vllm_worker.LogitShiftProbe`). The measured factor is the least-squares ``s`` in
+    ``delta ~ s * W v``; the residual of that fit, relative to ``delta``, says whether the shift is proportional to
+    ``W v`` at all (a soft cap, a head that is not ``W``, or a ``W`` read under the wrong name break it; rounding in
+    bf16 or a quantized head stay far below ``max_residual``).
+
+    Args:
+        delta (`torch.Tensor`): the engine's logits with ``v`` minus without, `(rows, vocab)`.
+        perturbation (`torch.Tensor`): ``v``, `(rows, d)`.
+        weight (`torch.Tensor`): ``W`` as the processor reads it (`load_output_weight`), `(vocab', d)`; compared on
+            the first ``min(vocab, vocab')`` tokens (vLLM cuts its padded vocabulary).
+        scale (`float`): the factor the processor multiplies ``W v`` by.
+        model (`str`): names the model in the error (its path or id and architecture).
+        rtol (`float`, defaults to 0.02): the largest relative difference between the measured and the read factor.
+        max_residual (`float`, defaults to 0.25): the largest relative residual of the fit.
+
+    Returns:
+        `float`: the measured factor.
+
+    Raises:
+        ValueError: if the shift is not proportional to ``W v``, or its factor is not ``scale``; the message names
+            the model and says what to do.
+    """
+    vocab = min(delta.shape[-1], weight.shape[0])
+    measured = delta[..., :vocab].double()
+    # W v in float32, 8k tokens at a time (W is (vocab, d): 1 GB in bf16 for a 128k x 4096 head), sums in float64
+    v = perturbation.float()
+    expected = torch.cat([v @ chunk.float().T for chunk in weight[:vocab].split(8192)], dim=-1).double()  # (rows, V)
+    norm = float(expected.pow(2).sum())
+    factor = float((measured * expected).sum()) / norm if norm > 0 else float("nan")
+    size = float(measured.norm())
+    residual = float((measured - factor * expected).norm()) / size if size > 0 else float("inf")
+    skip = "`load_llm(..., verify_logit_shift=False)` skips this check, and vLLM's samples then differ from the HF's"
+    if not residual <= max_residual:
+        raise ValueError(
+            f"{model}: its logits do not move by a multiple of W v when the pre-logit moves by v (relative residual "
+            f"{residual:.3g} > {max_residual}), so aisp_trl's processor cannot stand in for the pre-logit hook: its "
+            f"head is not linear in the pre-logit, or the W read from the checkpoint is not the one the engine uses. "
+            f"Run AISP on this model with the HF backend (pass the transformers model instead of a vllm.LLM); {skip}."
+        )
+    if not abs(factor - scale) <= rtol * abs(scale):
+        raise ValueError(
+            f"{model}: its head multiplies the logits by {factor:.4g}, but aisp_trl reads {scale:.4g} from its config "
+            f"(`logit_scale` / `logits_scaling`), so the processor's logit shifts would be {scale / factor:.3g}x "
+            "what the pre-logit perturbation gives (the HF hook's). Run AISP on this model with the HF backend (pass "
+            f"the transformers model instead of a vllm.LLM) and report the config key that holds the factor; {skip}."
+        )
+    return factor
 
 
 # -- the shift -----------------------------------------------------------------------------------------------------

@@ -16,11 +16,22 @@ from transformers import GenerationConfig
 from .base import cut_completion, eos_ids
 from .noise import PrelogitNoise
 
-__all__ = ["VLLM_INSTALL_HINT", "VLLMDecoder", "check_engine", "import_vllm", "is_vllm_engine"]
+__all__ = [
+    "PROBE_EXTENSION",
+    "VLLM_INSTALL_HINT",
+    "VLLMDecoder",
+    "check_engine",
+    "import_vllm",
+    "is_vllm_engine",
+    "verify_logit_shift",
+]
 
 VLLM_INSTALL_HINT = "bash scripts/setup.sh --vllm (or `pip install 'aisp-trl[vllm]'`)"
 
 _PROCESSOR = "aisp_trl.decoding.vllm_processor.PrelogitPerturbation"
+
+PROBE_EXTENSION = "aisp_trl.decoding.vllm_worker.LogitShiftProbe"
+"""The ``worker_extension_cls`` that `aisp_trl.vllm.load_llm` gives its engines, for `verify_logit_shift`."""
 
 
 def import_vllm() -> Any:
@@ -58,6 +69,57 @@ def check_engine(llm: Any) -> None:
             "`logits_processors=[aisp_trl.vllm.PrelogitPerturbation]` to `vllm.LLM`."
         )
     logit_scale(llm.model_config.hf_config)  # raises for soft-capped logits
+
+
+def verify_logit_shift(llm: Any, *, seed: int = 0, rows: int = 2, rtol: float = 0.02) -> float:
+    """Measures the engine's logit shift for a pre-logit perturbation ``v`` and checks it is the processor's
+    ``scale * W v`` (`aisp_trl.decoding.logit_shift.check_logit_shift`); `aisp_trl.vllm.load_llm` calls it.
+
+    Why a measurement and not a list of architectures known to be plain: vLLM 0.32 runs some 300 architectures and
+    the factors after the output layer come under per-family config keys (``logit_scale`` Cohere, ``logits_scaling``
+    Granite, ``lm_head_multiplier`` Falcon-H1, ``output_mult / mup_scale_factor`` TeleFLM, ``output_multiplier``
+    Muse Glimmer, ...), so a list goes stale with every vLLM release and says nothing about a model it does not
+    name; the measurement checks what this engine computes, for any architecture, and also catches a ``W`` read
+    under the wrong name. It costs two calls of the output layer on ``rows`` random hidden states (no decoding)
+    and one read of ``W``.
+
+    Args:
+        llm (`vllm.LLM`): an engine built with ``worker_extension_cls=PROBE_EXTENSION`` (as `load_llm` builds it).
+        seed (`int`, defaults to 0): seeds the probe's hidden states and ``v``.
+        rows (`int`, defaults to 2): how many hidden states to probe.
+        rtol (`float`, defaults to 0.02): the largest relative difference between the measured and the read factor.
+
+    Returns:
+        `float`: the measured factor (equal to `logit_scale` within ``rtol``).
+
+    Raises:
+        ValueError: if the shift is not ``logit_scale(config) * W v``, or the engine cannot be probed; the message
+            names the model, its architecture and the way out.
+    """
+    from .logit_shift import _unpack, check_logit_shift, load_output_weight, logit_scale
+
+    config = llm.model_config
+    architectures = ", ".join(getattr(config.hf_config, "architectures", None) or []) or "unknown architecture"
+    name = f"`model_name_or_path={str(config.model)!r}` ({architectures})"
+    probes = [p for p in llm.collective_rpc("aisp_probe_logit_shift", args=(seed, rows)) if p is not None]
+    errors = [p["error"] for p in probes if "error" in p]
+    if errors or not probes:
+        raise ValueError(
+            f"{name}: aisp_trl cannot measure how this engine's logits move with the pre-logit "
+            f"({errors[0] if errors else 'no worker returned logits'}); run AISP on this model with the HF backend "
+            "(pass the transformers model instead of a vllm.LLM), or pass `verify_logit_shift=False` to `load_llm` "
+            "to skip the check (vLLM's samples may then differ from the HF's)."
+        )
+    probe = probes[0]
+    weight = load_output_weight(str(config.model), config.hf_config, config.revision)
+    return check_logit_shift(
+        _unpack(probe["delta"]),
+        _unpack(probe["perturbation"]),
+        weight,
+        logit_scale(config.hf_config),
+        f"{name}, run as vLLM's {probe['architecture']}",
+        rtol=rtol,
+    )
 
 
 class VLLMDecoder:
