@@ -254,7 +254,9 @@ def test_steering_proposal_adds_one_vector_at_every_step(model, tok):
     from aisp_trl.hooks import perturb_prelogits
 
     result = _aisp(model, tok, proposal="steering", n_iterations=2).search(_ids(tok, "the cat"))[0]
-    assert result.final_mean.shape == (1, model.config.hidden_size)
+    # the final mean is reported per step (the vector acts at each of the 8 steps), like best_perturbation
+    assert result.final_mean.shape == (8, model.config.hidden_size)
+    assert torch.equal(result.final_mean, result.final_mean[:1].expand(8, -1))
     # decoding with the steering vector broadcast over the 8 steps reproduces a sample of iteration 1
     sampler = _aisp(model, tok, proposal="steering", n_iterations=1)
     query = _ids(tok, "the cat")
