@@ -39,6 +39,7 @@ __all__ = [
     "check_engine",
     "data_parallel_placement",
     "engine_environment",
+    "free_llm",
     "is_vllm_engine",
     "load_llm",
     "load_tokenizer",
@@ -134,7 +135,7 @@ def load_llm(
 
             verify(llm)
     except BaseException:
-        _shutdown(llm)
+        free_llm(llm)
         raise
     return llm
 
@@ -157,11 +158,19 @@ def _check_extension(extension: Any) -> None:
         )
 
 
-def _shutdown(llm: Any) -> None:
-    """Stops an engine's process (best effort), e.g. one that failed a check, so that its memory is freed."""
+def free_llm(llm: Any) -> None:
+    """Shuts a ``vllm.LLM``'s engine down (its process, its GPU memory; best effort), e.g. before training loads the
+    HF model, or after an engine failed a check."""
+    import gc
+
+    import torch
+
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if callable(getattr(core, "shutdown", None)):
         core.shutdown()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def load_tokenizer(model_name_or_path: str | os.PathLike | None = None) -> Any:

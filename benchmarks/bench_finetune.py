@@ -67,7 +67,6 @@ from aisp_trl.evaluation.stats import bootstrap_ci, bootstrap_ratio_ci, format_p
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import (
     AISPGenerationArguments,
-    free_llm,
     greedy_records,
     load_vllm_engine,
     run_generation,
@@ -75,6 +74,7 @@ from aisp_trl.pipeline import (
 )
 from aisp_trl.rewards import JudgeReward, RewardFunction, SentenceEmbedder, build_reward, check_reward_spec
 from aisp_trl.training import lora_config, train_dpo, train_sft
+from aisp_trl.vllm import free_llm
 
 SOURCES = ("aisp", "bon_top_p")
 """Where the training data comes from (same N per prompt)."""

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import PartialState
 from torch import nn
 
@@ -18,6 +17,7 @@ from ..data import Prompt, save_dataset
 from ..evaluation.report import report_rewards_table, report_uncertainty, write_report
 from ..models import EMBEDDED_MODEL, load_model_and_tokenizer
 from ..rewards import RewardFunction, build_reward
+from ..vllm import free_llm
 from .arguments import AISPGenerationArguments
 from .generation import default_state, evaluate_greedy, run_generation, summarize_records
 
@@ -193,18 +193,6 @@ def load_vllm_engine(
                 overrides.pop("VLLM_CPU_OMP_THREADS_BIND")
     with engine_environment(overrides):
         return load_llm(model_name, **engine)
-
-
-def free_llm(llm: Any) -> None:
-    """Shuts a ``vllm.LLM``'s engine down (its process, its GPU memory) so that training can use the device."""
-    import gc
-
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if callable(getattr(core, "shutdown", None)):
-        core.shutdown()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def finished_training(output_dir: str | os.PathLike, overwrite: bool = False, state: Any | None = None):
