@@ -468,3 +468,17 @@ def test_a_query_repeated_in_one_call_gets_independent_draws(model, tok, method)
     sequential = [one_by_one.search([a])[0] for _ in range(3)]
     assert completions[0::2] + completions[3:] == [[s.completion_ids for s in r.samples] for r in sequential]
     assert completions[1] == [s.completion_ids for s in sampler().search([b])[0].samples]  # batch-mates: no effect
+
+
+def test_each_iteration_draws_its_noise_once(model, tok):
+    # the sampler draws V for its update and hands the decoder the same tensor (no second draw on the HF path)
+    sampler = _aisp(model, tok, n_iterations=2)
+    draws = []
+    original = sampler.proposal.draw
+    sampler.proposal.draw = lambda *a, **k: draws.append(1) or original(*a, **k)
+    result = sampler.search([_ids(tok, QUERIES[0]), _ids(tok, QUERIES[1])])
+    assert len(draws) == 2 * 2 and len(result) == 2  # 2 prompts x 2 iterations
+    reference = _aisp(model, tok, n_iterations=2).search([_ids(tok, QUERIES[0]), _ids(tok, QUERIES[1])])
+    assert [[s.completion_ids for s in r.samples] for r in result] == [
+        [s.completion_ids for s in r.samples] for r in reference
+    ]

@@ -32,6 +32,9 @@ class NoiseDraw:
         n (`int`): samples drawn (rows of this prompt).
         horizon (`int`): tau, the steps that get a perturbation.
         proposal (`Proposal`): the proposal with its parameters (e.g. `AR1Proposal(rho=0.9)`).
+        drawn (`torch.Tensor` of shape `(n, T, d)`, *optional*): the samples when the caller has already drawn them
+            from ``state`` (the sampler needs them for its update): `draw` returns them instead of drawing again.
+            Never sent to another process (a vLLM worker redraws from ``state``).
     """
 
     state: Tensor
@@ -40,9 +43,12 @@ class NoiseDraw:
     n: int
     horizon: int
     proposal: Proposal = field(default_factory=IIDProposal)
+    drawn: Tensor | None = field(default=None, compare=False, repr=False)
 
     def draw(self) -> Tensor:
         """The samples ``V``, shape `(n, T, d)`, float32 on CPU; the same numbers on every call."""
+        if self.drawn is not None:
+            return self.drawn
         generator = torch.Generator()
         generator.set_state(self.state)
         return self.proposal.draw(self.mean, self.sigma2, self.n, generator)

@@ -209,8 +209,8 @@ class AISPSampler(SamplerBase):
             samples = [proposal.draw(u, sigma2, n, g) for u, g in zip(means, generators, strict=True)]
             noise = PrelogitNoise(
                 [
-                    NoiseDraw(state, u, sigma2, n, tau, proposal)
-                    for state, u, tau in zip(states, means, horizons, strict=True)
+                    NoiseDraw(state, u, sigma2, n, tau, proposal, drawn=v)  # drawn once, here
+                    for state, u, tau, v in zip(states, means, horizons, samples, strict=True)
                 ],
                 width,
             )
