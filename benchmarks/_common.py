@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from aisp_trl.evaluation.report import json_default
 from aisp_trl.rewards import RewardFunction
 from aisp_trl.types import best_finite_index
 
-__all__ = ["UnitStore", "atomic_write_json", "rescore_samples", "seed_mean"]
+__all__ = ["UnitStore", "atomic_write_json", "rescore_samples", "reward_key", "seed_mean"]
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
@@ -105,6 +106,11 @@ class UnitStore:
             if unit.get("settings") == self.settings and (identity is None or identity(unit)):
                 found.append(unit)
         return found
+
+
+def reward_key(name: str) -> str:
+    """A reward name as a folder name (a reward-model path becomes its characters, slashes replaced)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "reward"
 
 
 def seed_mean(table: Sequence[Sequence[float]]) -> list[float]:

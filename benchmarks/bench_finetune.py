@@ -51,14 +51,13 @@ import argparse
 import gc
 import json
 import math
-import re
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import UnitStore, rescore_samples, seed_mean
+from _common import UnitStore, rescore_samples, reward_key, seed_mean
 
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, prompt_text
 from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity, token_nll
@@ -202,11 +201,6 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         aisp.pop(key)
     engine = {"generation_engine": "vllm"} if args.use_vllm else {}  # BoN's top-p draws differ between engines
     return json.loads(json.dumps({**{k: getattr(args, k) for k in keys}, "aisp": aisp, **engine}))
-
-
-def reward_key(name: str) -> str:
-    """A reward name as a folder name (a reward-model path becomes its characters, slashes replaced)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "reward"
 
 
 class ConstantReward(RewardFunction):

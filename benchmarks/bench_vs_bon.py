@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import UnitStore, atomic_write_json, rescore_samples
+from _common import UnitStore, atomic_write_json, rescore_samples, reward_key
 from transformers import GenerationConfig
 
 from aisp_trl.config import AISPConfig
@@ -67,6 +67,7 @@ from aisp_trl.samplers import AISPSampler, BestOfNSampler, GaussianBestOfNSample
 from aisp_trl.types import AISPResult, Sample
 
 BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
+BEST_OF_N = ("bon_top_p", "bon_gaussian")  # scored by the expected best of N; every other method by its best so far
 LABELS = {"aisp": "AISP (defaults)", "bon_top_p": "BoN (top-p)", "bon_gaussian": "BoN (N)", "greedy": "greedy"}
 _CONFIG_FIELDS = {f.name: f.type for f in fields(AISPConfig)}
 
@@ -243,14 +244,14 @@ def best_at(rewards: list[float], method: str, n: int) -> float:
     """Best reward at ``n`` samples: AISP's best so far (samples in order), BoN's expected best of ``n``."""
     if method == "greedy":
         return rewards[0]
-    if method.startswith("bon"):
+    if method in BEST_OF_N:
         return expected_best_of(rewards, n)
     finite = [r for r in rewards[:n] if math.isfinite(r)]
     return max(finite) if finite else math.nan
 
 
 def curve_of(rewards: list[float], method: str) -> list[float]:
-    if method.startswith("bon"):
+    if method in BEST_OF_N:
         return expected_best_of_curve(rewards)
     curve, best = [], -math.inf
     for r in rewards:
@@ -259,11 +260,18 @@ def curve_of(rewards: list[float], method: str) -> list[float]:
     return curve
 
 
+def checkpoints_of(args: argparse.Namespace) -> list[int]:
+    """The table's sample counts: the ``--checkpoints`` within the budget, and the budget ``N = n * kappa`` itself
+    (the paired comparisons are made there)."""
+    total = args.sample_size * args.n_iterations
+    return sorted({c for c in args.checkpoints if c <= total} | {total})
+
+
 def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
     """Aggregates the saved units into the tables of the report (per reward)."""
     report: dict[str, Any] = {"settings": settings_of(args), "rewards": {}}
     total = args.sample_size * args.n_iterations
-    checkpoints = [c for c in args.checkpoints if c <= total]
+    checkpoints = checkpoints_of(args)
     for reward in args.rewards:
         by_method = {m: sorted((u for u in units if u["reward"] == reward and u["method"] == m),
                                key=lambda u: u["seed"]) for m in methods}  # fmt: skip
@@ -310,7 +318,7 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
 
 def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     total = args.sample_size * args.n_iterations
-    checkpoints = [c for c in args.checkpoints if c <= total]
+    checkpoints = checkpoints_of(args)
     s = report["settings"]
     lines = [
         f"AISP vs best-of-N: {s['num_prompts']} prompts of `{s['prompt_source']}`, {s['max_new_tokens']} new tokens, "
@@ -400,14 +408,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                         return run_unit(method, specs[method], reward_name, seed, model, tokenizer,
                                         rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
 
-                    store.get_or_compute(
-                        store.path(reward_name, method, f"seed{seed}"), compute, f"{reward_name} {method} seed {seed}",
-                        identity, timed=False,  # a unit's seconds are its decoding (and scoring), not its metrics
-                    )  # fmt: skip
+                    path = store.path(reward_key(reward_name), method, f"seed{seed}")
+                    label = f"{reward_name} {method} seed {seed}"
+                    # timed=False: a unit's seconds are its decoding (and scoring), not its metrics
+                    store.get_or_compute(path, compute, label, identity, timed=False)
     units = store.units(
         "*/*/seed*.json",
         lambda u: (
-            u["method"] in specs
+            (u["seed"] in args.seeds or u["method"] == "greedy")  # the seeds asked for; greedy runs once
+            and u["method"] in specs
             and u["overrides"] == specs[u["method"]]
             and u.get("aisp_config") == aisp_config_of(u["method"], specs[u["method"]], args)
         ),

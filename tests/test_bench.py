@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from _tiny import letter_reward, load_script, make_model, make_tokenizer
-from scripts.tiny_checkpoints import save_tiny_lm
+from scripts.tiny_checkpoints import save_tiny_lm, save_tiny_reward_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS_FILE = ROOT / "tests" / "fixtures" / "prompts.jsonl"
@@ -135,3 +135,54 @@ def test_bench_vs_bon_units_resume_rescore_and_report(tmp_path, monkeypatch):
         script.parse_variants(["x:seed=3"])
     with pytest.raises(ValueError, match="proposal"):
         script.parse_variants(["x:proposal=nope"])
+
+
+def _vs_bon_args(script, lm, rm, out, *extra):
+    return script.make_parser().parse_args(
+        ["--model_name_or_path", str(lm), "--prompt_source", str(PROMPTS_FILE), "--num_prompts", "2",
+         "--sample_size", "2", "--n_iterations", "2", "--prompt_batch_size", "2", "--max_new_tokens", "4",
+         "--threads", "1", "--output_dir", str(out), "--rewards", str(rm), "--methods", "aisp", "bon_top_p", *extra]
+    )  # fmt: skip
+
+
+def test_bench_vs_bon_report_takes_the_budget_the_seeds_asked_for_and_variants_by_kind(tmp_path):
+    lm, rm = save_tiny_lm(tmp_path / "lm"), save_tiny_reward_model(tmp_path / "rm")
+    script = _script("bench_vs_bon")
+    out = tmp_path / "out"
+    # --checkpoints without N itself, and a budget (n * kappa = 4) not among the default checkpoints
+    report = script.main(_vs_bon_args(script, lm, rm, out, "--checkpoints", "2", "--seeds", "0", "1",
+                                      "--variants", "bonus:sigma2=0.5"))  # fmt: skip
+    section = report["rewards"][str(rm)]
+    assert "N=4" in section["methods"]["aisp"] and "N=2" in section["methods"]["aisp"]
+    assert section["paired"]["aisp vs bon_top_p"]["pairs"] == 4
+    # a variant named "bon..." is an AISP variant: best so far in order, not BoN's expected best of N
+    units = [json.loads(next((out / "units").glob(f"*/bonus/seed{i}.json")).read_text()) for i in (0, 1)]
+    best_so_far = [sum(max(u["prompts"][j]["rewards"][:2]) for u in units) / 2 for j in range(2)]  # seed mean
+    expected_best = [sum(script.expected_best_of(u["prompts"][j]["rewards"], 2) for u in units) / 2 for j in range(2)]
+    assert section["methods"]["bonus"]["N=2"][0] == pytest.approx(sum(best_so_far) / 2, abs=1e-9)
+    assert best_so_far != expected_best  # the two scorings differ here, so the check above can tell them apart
+    assert "bonus vs bon_top_p" in section["paired"]
+    # the report holds the seeds asked for, not every seed on disk
+    report = script.main(_vs_bon_args(script, lm, rm, out, "--seeds", "0", "--report_only"))
+    assert report["rewards"][str(rm)]["methods"]["aisp"]["seeds"] == [0]
+    assert report["rewards"][str(rm)]["paired"]["aisp vs bon_top_p"]["pairs"] == 2
+
+
+def test_a_unit_killed_while_written_leaves_no_unit_behind(tmp_path, monkeypatch):
+    from _common import UnitStore
+
+    store = UnitStore(tmp_path, {"a": 1})
+    path = store.path("r", "m", "seed0")
+    real_write = Path.write_text
+
+    def killed(self, text, *args, **kwargs):  # the process dies half-way through the write
+        real_write(self, text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.get_or_compute(path, lambda: {"value": list(range(100))}, "unit")
+    monkeypatch.undo()
+    assert not path.exists()  # only the temporary file was cut: a rerun computes the unit again
+    assert store.get_or_compute(path, lambda: {"value": [1]}, "unit")["value"] == [1]
+    assert json.loads(path.read_text())["value"] == [1]
