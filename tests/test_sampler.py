@@ -482,3 +482,28 @@ def test_each_iteration_draws_its_noise_once(model, tok):
     assert [[s.completion_ids for s in r.samples] for r in result] == [
         [s.completion_ids for s in r.samples] for r in reference
     ]
+
+
+@pytest.mark.parametrize("method", ["aisp", "bon_top_p", "greedy"])
+def test_generate_sends_the_inputs_to_the_device_it_is_given(model, tok, monkeypatch, method):
+    from aisp_trl import GreedySampler
+
+    seen = []
+    pad = HFDecoder.left_pad
+
+    def recording(self, rows, device=None):
+        seen.append(device)
+        return pad(self, rows)  # decode on the model's CPU; the test checks where the sampler sends the ids
+
+    monkeypatch.setattr(HFDecoder, "left_pad", recording)
+    if method == "aisp":
+        sampler = _aisp(model, tok, n_iterations=1)
+    elif method == "bon_top_p":
+        sampler = BestOfNSampler(model, tok, letter_reward(), LengthSampler(4, 5), sample_size=2, seed=0)
+    else:
+        sampler = GreedySampler(model, tok, letter_reward(), LengthSampler(4, 5))
+    sampler.generate(_ids(tok, "the cat"), device="cpu:0")  # an explicit device (index 0), not the default
+    assert seen and all(d == torch.device("cpu:0") for d in seen)
+    seen.clear()
+    sampler.generate(_ids(tok, "the cat"))
+    assert seen and all(d == torch.device("cpu") for d in seen)  # default: the LM head's device

@@ -26,16 +26,25 @@ class Decoder(Protocol):
         perturbations: Tensor | PrelogitNoise | None = None,
         *,
         transform: PrelogitTransform | None = None,
+        device: Any | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding; with ``perturbations`` (a `(rows, tau, d)` tensor, or a `PrelogitNoise` whose `dense()`
         is that tensor), ``v_t`` is added to the pre-logit at step t; with ``transform`` (``(z_t, t) -> z_t'``, rows of
         `(rows, d)`), the LM head sees ``transform(z_t, t)`` instead (state-dependent controllers: RE-Control, an
-        amortized AISP controller; HF only). Only the greedy path takes one."""
+        amortized AISP controller; HF only). Only the greedy path takes one. ``device``: where the input ids go (HF;
+        default: the LM head's device)."""
         ...
 
     def sample(
-        self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        *,
+        device: Any | None = None,
+        **model_kwargs: Any,
     ) -> list[list[int]]:
         """Sampled decoding with ``config`` (e.g. top-p), reproducible for a ``seed``; never touches global RNGs."""
         ...

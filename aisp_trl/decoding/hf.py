@@ -61,23 +61,31 @@ class HFDecoder:
         perturbations: Tensor | PrelogitNoise | None = None,
         *,
         transform: PrelogitTransform | None = None,
+        device: torch.device | None = None,
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding of ``rows`` (``config`` must be greedy, ``max_new_tokens >= max(horizons)``); with
         ``perturbations`` of shape `(len(rows), tau, d)` (or a `PrelogitNoise`, drawn here), ``v_t`` is added to the
         pre-logit at generated step t; with ``transform`` (``(z_t, t) -> z_t'`` on `(rows, d)`, see
-        `transform_prelogits`), the LM head sees its output."""
+        `transform_prelogits`), the LM head sees its output. The input ids go to ``device`` (default: the LM head's)."""
         if perturbations is not None and transform is not None:
             raise ValueError("pass either `perturbations` or `transform` to `greedy`, not both.")
         if isinstance(perturbations, PrelogitNoise):
             perturbations = perturbations.dense()
-        return self._decode(rows, horizons, config, perturbations, None, model_kwargs, transform)
+        return self._decode(rows, horizons, config, perturbations, None, model_kwargs, transform, device)
 
     def sample(
-        self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        *,
+        device: torch.device | None = None,
+        **model_kwargs: Any,
     ) -> list[list[int]]:
         """Sampled decoding under ``torch.random.fork_rng`` seeded with ``seed`` (the global RNG is restored)."""
-        return self._decode(rows, horizons, config, None, seed, model_kwargs)
+        return self._decode(rows, horizons, config, None, seed, model_kwargs, device=device)
 
     # -- internals --------------------------------------------------------------------------------------------
     def _decode(
@@ -89,8 +97,9 @@ class HFDecoder:
         seed: int | None,
         model_kwargs: dict[str, Any],
         transform: PrelogitTransform | None = None,
+        device: torch.device | None = None,
     ) -> list[list[int]]:
-        input_ids, attention_mask = self.left_pad(rows)
+        input_ids, attention_mask = self.left_pad(rows, device)
         distinct = list(dict.fromkeys(tuple(r) for r in rows))
         owner = {query: j for j, query in enumerate(distinct)}
         first_rows = [rows.index(list(query)) for query in distinct]
@@ -116,15 +125,16 @@ class HFDecoder:
                 completions += _cut(output, input_ids.shape[1], horizons[lo:hi], eos)
         return completions
 
-    def left_pad(self, rows: list[list[int]]) -> tuple[Tensor, Tensor]:
-        """Left-pads token rows into `(B, L)` input ids and attention mask on the model's device."""
+    def left_pad(self, rows: list[list[int]], device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+        """Left-pads token rows into `(B, L)` input ids and attention mask on ``device`` (default: the LM head's)."""
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, width - len(row) :] = torch.tensor(row)
             mask[i, width - len(row) :] = 1
-        return ids.to(self.device), mask.to(self.device)
+        device = device if device is not None else self.device
+        return ids.to(device), mask.to(device)
 
     def _prompt_cache(self, ids: Tensor, mask: Tensor) -> Any | None:
         """The key-value cache of left-padded queries `(b, L)` without their last token, or ``None`` where the model

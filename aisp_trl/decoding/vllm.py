@@ -151,6 +151,7 @@ class VLLMDecoder:
         perturbations: Tensor | PrelogitNoise | None = None,
         *,
         transform: Any | None = None,
+        device: Any | None = None,  # the engine places its inputs (the samplers refuse a device for it)
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Greedy decoding of ``rows``, row ``i`` for ``horizons[i]`` tokens; with ``perturbations`` (a
@@ -188,7 +189,14 @@ class VLLMDecoder:
         ]
 
     def sample(
-        self, rows: list[list[int]], horizons: list[int], config: GenerationConfig, seed: int, **model_kwargs: Any
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        *,
+        device: Any | None = None,
+        **model_kwargs: Any,
     ) -> list[list[int]]:
         """Sampled decoding with vLLM's sampler (``temperature``, ``top_p``, ``top_k``, ``min_p``,
         ``repetition_penalty``, ``min_new_tokens`` from ``config``; other settings are not carried over): rows with

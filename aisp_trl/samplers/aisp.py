@@ -215,7 +215,9 @@ class AISPSampler(SamplerBase):
                 width,
             )
             # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau (the decoder knows the engine)
-            completion_ids = self.decoder.greedy(rows, row_horizons, gen_config, noise, **generation_kwargs)
+            completion_ids = self.decoder.greedy(
+                rows, row_horizons, gen_config, noise, device=device, **generation_kwargs
+            )
             # line 17: rewards of every row, in one call
             texts, completions, rewards = self._score(
                 rows, [p for p in prompts for _ in range(n)], completion_ids, skip_special_tokens

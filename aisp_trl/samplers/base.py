@@ -22,6 +22,7 @@ from transformers import GenerationConfig
 from ..decoding import Decoder, HFDecoder
 from ..decoding.vllm import VLLMDecoder, is_vllm_engine
 from ..hooks import find_output_layer, generation_model, unwrap_model
+from ..models import check_device
 from ..rewards.base import RewardFunction, as_reward_function
 from ..types import QueryInput, SearchResult
 
@@ -153,7 +154,8 @@ class SamplerBase:
             tokenized_query (`list[int]`, 1-D `torch.Tensor`, `list[torch.Tensor]` or `list[list[int]]`):
                 one query or several.
             skip_special_tokens (`bool`, defaults to True): passed to the tokenizer's decode.
-            device (`str` or `torch.device`, *optional*): where inputs go; defaults to the model's device.
+            device (`str` or `torch.device`, *optional*): where the input ids go (as in trl; the model must accept them
+                there); defaults to the LM head's device. Refused for a vLLM engine.
             **generation_kwargs: passed to ``model.generate``.
 
         Returns:
@@ -289,10 +291,21 @@ class SamplerBase:
             self._calls[query] = calls[-1] + 1
         return calls
 
-    def _device(self, device: str | torch.device | None) -> torch.device:
-        if device is not None:
-            return torch.device(device)
-        return self.output_layer.weight.device if self.output_layer is not None else torch.device("cpu")
+    def _device(self, device: str | torch.device | None) -> torch.device | None:
+        """Where the input ids go, as in trl: ``device``, else the LM head's device; ``None`` on vLLM, which places
+        its inputs itself (a ``device`` there is refused)."""
+        if self.output_layer is None:
+            if device is not None:
+                raise ValueError(
+                    f"`device={device!r}` was given, but the model is a vLLM engine, which places its own inputs; "
+                    "drop `device` (choose the GPUs when building the engine, e.g. `load_llm(..., "
+                    "tensor_parallel_size=2)`)."
+                )
+            return None
+        if device is None:
+            return self.output_layer.weight.device
+        check_device(device)
+        return torch.device(device)
 
     def _greedy_config(
         self, horizon: int, generation_kwargs: dict[str, Any], perturbed: bool = True

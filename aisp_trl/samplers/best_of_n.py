@@ -78,7 +78,9 @@ class BestOfNSampler(SamplerBase):
             # the query's own stream: seed, earlier calls that saw this query, its token ids (not its slot)
             seed = query_seed(self.seed, call, query)
             rows = [query] * self.sample_size
-            completion_ids = self.decoder.sample(rows, [tau] * self.sample_size, config, seed, **model_kwargs)
+            completion_ids = self.decoder.sample(
+                rows, [tau] * self.sample_size, config, seed, device=device, **model_kwargs
+            )
             texts, completions, rewards = self._score(
                 [query] * self.sample_size, [prompt] * self.sample_size, completion_ids, skip_special_tokens
             )

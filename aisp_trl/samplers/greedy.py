@@ -74,7 +74,7 @@ class GreedySampler(SamplerBase):
             rows = [queries[i] for i in batch]
             if transform is not None:  # a controlled greedy decode (RE-Control, an amortized controller)
                 kwargs["transform"] = transform
-            completion_ids = self.decoder.greedy(rows, [horizons[i] for i in batch], config, **kwargs)
+            completion_ids = self.decoder.greedy(rows, [horizons[i] for i in batch], config, device=device, **kwargs)
             texts, completions, rewards = self._score(
                 [queries[i] for i in batch], [prompt_texts[i] for i in batch], completion_ids, skip_special_tokens
             )
