@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_new_tokens=args.max_new_tokens,
             top_p=args.top_p,
             compute_coherence=False,
-            compute_kl=False,
+            compute_base_nll=False,
             output_dir=str(output_dir / reward.replace("/", "_")),
         )
         config = AISPConfig(

@@ -58,7 +58,7 @@ def test_recipe_main_end_to_end(checkpoints, tmp_path):
             assert math.isfinite(record["best_reward"]) and record["seconds"] > 0
         assert {"reward_mean", "reward_std", "diversity", "seconds_per_prompt"} <= set(entry["summary"])
         # one KL estimator for every method: -log P_base(y|x) of its best response, per prompt
-        assert all(record["kl_from_base"] > 0 for record in entry["per_prompt"]), method
+        assert all(record["base_nll"] > 0 for record in entry["per_prompt"]), method
     for win in saved["win_rates"].values():
         assert win["n"] == 3 and math.isclose(win["wins"] + win["ties"] + win["losses"], 1.0)
     curves = saved["curves"]
@@ -72,7 +72,7 @@ def test_recipe_main_end_to_end(checkpoints, tmp_path):
     assert report["settings"]["budget_per_prompt"] == 4
 
     markdown = (tmp_path / "results.md").read_text()
-    assert "KL from base, −log P_base(y\\|x)" in markdown and "point mass" in markdown
+    assert "base NLL, −log P_base(y\\|x)" in markdown and "not the paper's Eq. 63 KL" in markdown
     for label in ("| AISP |", "| BoN (top-p) |", "| BoN (N) |", "| ARGS-greedy |", "| greedy |", "Fig. 3"):
         assert label in markdown
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -94,7 +94,7 @@ def test_bon_gaussian_budget_is_n_times_kappa():
 
 def test_kl_column_is_minus_log_p_base_of_each_methods_answer():
     # the same estimator for every method (a point mass on its best response), recomputed from the model's forward
-    from aisp_trl.pipeline.compare import MethodRun, kl_per_prompt
+    from aisp_trl.pipeline.compare import MethodRun, base_nll_per_prompt
 
     model, tokenizer = make_model("llama"), make_tokenizer()
     queries = [tokenizer("the movie was").input_ids, tokenizer("my day").input_ids]
@@ -102,7 +102,7 @@ def test_kl_column_is_minus_log_p_base_of_each_methods_answer():
     args = CompareArguments(methods=["aisp", "bon_top_p", "greedy"], max_new_tokens=5, show_progress=False)
     runs = run_methods(model, tokenizer, TextReward(letter_reward()), queries, ["a", "b"], config, args)
     for method, run in runs.items():
-        values = kl_per_prompt(model, tokenizer, run)
+        values = base_nll_per_prompt(model, run)
         for result, value in zip(run.results, values, strict=True):
             query, response = result.query_ids, result.best.completion_ids
             with torch.no_grad():
@@ -111,7 +111,7 @@ def test_kl_column_is_minus_log_p_base_of_each_methods_answer():
             assert value == pytest.approx(float(expected), abs=1e-5), method
     empty = MethodRun("greedy", [runs["greedy"].results[0]], [1.0])
     empty.results[0].samples[0].completion_ids = []
-    assert math.isnan(kl_per_prompt(model, tokenizer, empty)[0])
+    assert math.isnan(base_nll_per_prompt(model, empty)[0])
 
 
 class _FakeEmbedder:

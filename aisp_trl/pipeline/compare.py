@@ -4,7 +4,7 @@
   `AISPConfig`. Every method gets the same budget per prompt, ``N = n * kappa`` reward evaluations (ARGS-greedy
   and greedy are deterministic single responses). Methods come from `aisp_trl.samplers.registry.METHODS`.
 - `run_comparison`: runs each method on the prompts (timed per prompt batch), scores the best responses
-  (reward, diversity, coherence, KL from the base model), the Fig. 3 curves and AISP's paired win rates.
+  (reward, diversity, coherence, base-model NLL), the Fig. 3 curves and AISP's paired win rates.
 - `write_outputs`: ``results.json``, ``results.md`` (`results_markdown`) and ``curves.png`` (`plot_curves`).
 
 Example:
@@ -56,7 +56,7 @@ __all__ = [
     "results_markdown",
     "run_comparison",
     "run_methods",
-    "kl_per_prompt",
+    "base_nll_per_prompt",
     "write_outputs",
 ]
 
@@ -112,12 +112,12 @@ class CompareArguments(ModelArguments, RewardArguments, PromptArguments):
     compute_coherence: bool = field(
         default=True, metadata={"help": "Coherence of the best responses (MiniLM cosine with the prompt)."}
     )
-    compute_kl: bool = field(
+    compute_base_nll: bool = field(
         default=True,
         metadata={
-            "help": "KL from the base model, one estimator for every method: each method's answer y (its best "
-            "response) is treated as a point mass (a deterministic policy), whose KL from the base model is "
-            "-log P_base(y|x), summed over the response tokens."
+            "help": "The chosen answer's negative log-likelihood under the base model, -log P_base(y|x) summed over "
+            "the response tokens (nats), the same for every method (it equals the KL from the base model of the "
+            "deterministic policy 'answer with y'; it is not the paper's Eq. 63 KL of AISP's policy)."
         },
     )
     win_tolerance: float = field(default=0.0, metadata={"help": "Reward differences within this count as ties."})
@@ -293,9 +293,9 @@ def run_comparison(
         scores = _coherence_by_method(runs, reward_prompts, get_embedder())
         for method, values in scores.items():
             add_metric(report, method, "coherence", values)
-    if args.compute_kl:
+    if args.compute_base_nll:
         for method, run in runs.items():
-            add_metric(report, method, "kl_from_base", kl_per_prompt(model, tokenizer, run))
+            add_metric(report, method, "base_nll", base_nll_per_prompt(model, run))
     return report
 
 
@@ -308,18 +308,15 @@ def _with_seed(config: AISPConfig) -> AISPConfig:
 # ----------------------------------------------------------------------------------------------- metrics
 
 
-def kl_per_prompt(model: nn.Module, tokenizer: Any, run: MethodRun) -> list[float]:
-    """KL from the base model per prompt, in nats, with one estimator for every method.
-
-    Each method's answer ``y`` (its best response, what the table reports) is treated as a point mass: the policy
-    "answer x with y" is deterministic, and its KL from the base model is ``KL(delta_y || P_base) =
-    -log P_base(y | x) = -sum_t log P_base(y_t | x, y_<t)`` over the response tokens. The same quantity for AISP,
-    both BoN variants, ARGS-greedy and greedy, so the column compares like with like (the stepwise KL of
-    `aisp_trl.evaluation.metrics.stepwise_kl_from_base` needs a policy with a mean ``U`` and exists only for AISP).
+def base_nll_per_prompt(model: nn.Module, run: MethodRun) -> list[float]:
+    """The chosen answer's summed negative log-likelihood under the base model per prompt, in nats:
+    ``-log P_base(y | x) = -sum_t log P_base(y_t | x, y_<t)`` over the response tokens of each method's best
+    response ``y``, the same quantity for every method. It is the KL from the base model of the deterministic policy
+    "answer x with y" (``KL(delta_y || P_base)``), not the paper's Eq. 63 KL of AISP's policy (see
+    `aisp_trl.evaluation.metrics.kl_from_base`, which needs a mean ``U`` and exists only for AISP).
 
     Args:
         model (`torch.nn.Module`): the base model the methods decoded with (eval mode).
-        tokenizer: unused; kept for compatibility.
         run (`MethodRun`): one method's results.
 
     Returns:

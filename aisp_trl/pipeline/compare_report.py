@@ -174,7 +174,7 @@ def results_markdown(report: dict[str, Any]) -> str:
         f"{settings['budget_per_prompt']} samples per prompt.",
         "",
         "| method | samples / prompt | reward (mean ± std) | reward 95% CI | diversity | coherence "
-        "| KL from base, −log P_base(y\\|x) | s / prompt | training s "
+        "| base NLL, −log P_base(y\\|x) | s / prompt | training s "
         "| AISP wins / ties / losses |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -185,14 +185,15 @@ def results_markdown(report: dict[str, Any]) -> str:
         ci = "[{:.3f}, {:.3f}]".format(*s["reward_ci95"]) if s.get("reward_ci95") else "—"
         lines.append(
             f"| {entry['label']} | {s['samples_per_prompt']} | {s['reward_mean']:.3f} ± {s['reward_std']:.3f} "
-            f"| {ci} | {fmt(s['diversity'])} | {fmt(s.get('coherence'))} | {fmt(s.get('kl_from_base'))} "
+            f"| {ci} | {fmt(s['diversity'])} | {fmt(s.get('coherence'))} | {fmt(s.get('base_nll'))} "
             f"| {s['seconds_per_prompt']:.2f} | {fmt(s.get('training_seconds'), 0)} | {win_text} |"
         )
     lines += [
         "",
         "Reward: the best response's reward per prompt. Diversity: distinct 2-4-grams (D.1). Coherence: MiniLM cosine "
-        "of prompt and response. KL from base: the same estimator for every method — its best response y taken as "
-        "a point mass (a deterministic policy), KL = −log P_base(y|x) summed over the response tokens (nats). Win "
+        "of prompt and response. Base NLL: the best response's negative log-likelihood under the base model, "
+        "−log P_base(y|x) summed over its tokens (nats), the same for every method (the KL from the base model of "
+        "the deterministic policy 'answer with y', not the paper's Eq. 63 KL of AISP's policy). Win "
         "rate: AISP's best reward against the method's, prompt by prompt. Reward 95% CI: percentile bootstrap over "
         "prompts. Training s: the one-off cost of a trained method (RE-Control: sampling the value data and fitting "
         "the value model; amortized AISP: AISP on the training prompts and fitting the controller), not in s / prompt.",
