@@ -12,7 +12,9 @@ class AISPConfig:
     """Hyper-parameters of AISP (paper Algorithm 1, Eq. 18).
 
     Every field carries ``help`` metadata, so ``transformers.HfArgumentParser`` / ``trl.TrlParser`` turn
-    it into a command-line flag and a YAML key. Values are checked in ``__post_init__``.
+    it into a command-line flag and a YAML key. Values are checked in ``__post_init__``. The defaults are those of
+    the CLI and the recipes (n = 8, kappa = 4: N = 32); `AISPSampler`'s own ``sample_size`` default is 4, trl's
+    ``BestOfNSampler`` default, so that a trl user who changes the class name keeps the same n.
 
     Example:
         ```python

@@ -36,7 +36,6 @@ python benchmarks/bench_vs_bon.py --num_prompts 2 --sample_size 2 --n_iterations
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import time
@@ -46,7 +45,6 @@ from typing import Any
 
 import torch
 from _common import UnitStore, atomic_write_json, rescore_samples, reward_key
-from transformers import GenerationConfig
 
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
@@ -63,12 +61,13 @@ from aisp_trl.evaluation.stats import (
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
 from aisp_trl.rewards import SentenceEmbedder, build_reward, check_reward_spec
-from aisp_trl.samplers import AISPSampler, BestOfNSampler, GaussianBestOfNSampler, GreedySampler, LengthSampler
+from aisp_trl.samplers.registry import MethodOptions, method_label
+from aisp_trl.samplers.registry import build_sampler as registry_build_sampler
 from aisp_trl.types import AISPResult, Sample
 
 BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
 BEST_OF_N = ("bon_top_p", "bon_gaussian")  # scored by the expected best of N; every other method by its best so far
-LABELS = {"aisp": "AISP (defaults)", "bon_top_p": "BoN (top-p)", "bon_gaussian": "BoN (N)", "greedy": "greedy"}
+LABELS = {"aisp": "AISP (defaults)"} | {m: method_label(m) for m in BASELINES}  # labels from the method table
 _CONFIG_FIELDS = {f.name: f.type for f in fields(AISPConfig)}
 
 
@@ -131,30 +130,13 @@ def _parse_value(value: str) -> Any:
 
 
 def build_sampler(method: str, overrides: dict[str, Any], seed: int, model, tokenizer, reward, args) -> Any:
-    """The sampler of one method at the budget ``N = n * kappa``."""
-    horizon = LengthSampler(args.max_new_tokens, args.max_new_tokens + 1)
-    total = args.sample_size * args.n_iterations
-    if method == "bon_top_p":
-        config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
-        config.update(do_sample=True, top_p=args.top_p, top_k=0, temperature=1.0)
-        return BestOfNSampler(model, tokenizer, reward, horizon, total, seed, 1, config)
-    if method == "bon_gaussian":
-        return GaussianBestOfNSampler(
-            model, tokenizer, reward, horizon, sample_size=total, seed=seed, sigma2=args.bon_sigma2
-        )
-    if method == "greedy":
-        return GreedySampler(model, tokenizer, reward, horizon, prompt_batch_size=args.prompt_batch_size)
-    return AISPSampler(
-        model,
-        tokenizer,
-        reward,
-        horizon,
-        sample_size=args.sample_size,
-        seed=seed,
-        n_iterations=args.n_iterations,
-        prompt_batch_size=args.prompt_batch_size,
-        **overrides,
-    )
+    """The sampler of one method at the budget ``N = n * kappa``, from the package's method table; an AISP variant
+    is ``aisp`` with its `AISPConfig` overrides."""
+    config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations,
+                        prompt_batch_size=args.prompt_batch_size, seed=seed, **overrides)  # fmt: skip
+    options = MethodOptions(top_p=args.top_p, bon_sigma2=args.bon_sigma2, bon_prompt_batch_size=1)
+    name = method if method in BASELINES else "aisp"
+    return registry_build_sampler(name, model, tokenizer, reward, args.max_new_tokens, config, options)
 
 
 def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args):

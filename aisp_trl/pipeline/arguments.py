@@ -207,7 +207,8 @@ class AISPGenerationArguments(RewardArguments, PromptArguments):
         default="aisp",
         metadata={
             "help": "Where the training samples come from: 'aisp', or a best-of-N baseline at the same budget "
-            "N = sample_size * n_iterations: 'bon_top_p' (top-p 0.9, T = 1) or 'bon_gaussian' (BoN (N), sigma2)."
+            "N = sample_size * n_iterations: 'bon_top_p' (top-p 0.9, T = 1) or 'bon_gaussian' (BoN (N): i.i.d. "
+            "pre-logit noise, sigma2 = 0.5, whatever AISP's sigma2 is)."
         },
     )
     use_vllm: bool = field(

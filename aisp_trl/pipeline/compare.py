@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._validation import check_int
+from .._validation import check_int, check_positive
 from ..config import AISPConfig
 from ..data import load_prompts, prompt_text
 from ..evaluation.metrics import (
@@ -92,6 +92,9 @@ class CompareArguments(ModelArguments, RewardArguments, PromptArguments):
     max_prompts: int = field(default=16, metadata={"help": "How many prompts to compare on (the first ones)."})
     top_p: float = field(default=0.9, metadata={"help": "BoN (top-p): nucleus mass."})
     temperature: float = field(default=1.0, metadata={"help": "BoN (top-p): sampling temperature."})
+    bon_sigma2: float = field(
+        default=0.5, metadata={"help": "BoN (N): variance of its i.i.d. pre-logit noise (the paper's best, 0.5)."}
+    )
     bon_prompt_batch_size: int = field(
         default=1,
         metadata={"help": "BoN (N): prompts decoded together (bon_prompt_batch_size * n * kappa rows per batch)."},
@@ -164,6 +167,7 @@ class CompareArguments(ModelArguments, RewardArguments, PromptArguments):
             raise ValueError(f"`num_threads` must be an integer >= 1 or None (torch's default), got {threads!r}.")
         if not (isinstance(self.top_p, int | float) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"`top_p` must lie in (0, 1], got {self.top_p!r}; 1.0 samples from the full softmax.")
+        check_positive("bon_sigma2", self.bon_sigma2)
         if not (isinstance(self.temperature, int | float) and self.temperature > 0):
             raise ValueError(f"`temperature` must be > 0, got {self.temperature!r}.")
         if not (isinstance(self.args_weight, int | float) and math.isfinite(self.args_weight)):
@@ -187,6 +191,7 @@ def method_options(args: CompareArguments) -> MethodOptions:
     return MethodOptions(
         top_p=args.top_p,
         temperature=args.temperature,
+        bon_sigma2=args.bon_sigma2,
         bon_prompt_batch_size=args.bon_prompt_batch_size,
         args_top_k=args.args_top_k,
         args_weight=args.args_weight,

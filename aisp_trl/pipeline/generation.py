@@ -44,7 +44,7 @@ from ..config import AISPConfig
 from ..data import Prompt, prompt_text, render_prompt, resolve_framing
 from ..rewards import RewardFunction, as_reward_function
 from ..samplers import GreedySampler, LengthSampler
-from ..samplers.registry import build_sampler
+from ..samplers.registry import MethodOptions, build_sampler
 from .arguments import GENERATION_METHODS
 from .records import (
     RECORDS_FILE,
@@ -149,7 +149,8 @@ def run_generation(
             checked on resume; defaults to the reward model's path or the reward's ``name``.
         method (`str`, defaults to ``"aisp"``): where the samples come from, one of `GENERATION_METHODS`: AISP, or a
             best-of-N baseline at the same budget ``N = n * kappa`` (``"bon_top_p"``: trl's top-p sampling, p = 0.9,
-            T = 1; ``"bon_gaussian"``: BoN (N), zero-mean pre-logit noise with ``sigma2``), so that datasets built
+            T = 1; ``"bon_gaussian"``: BoN (N), i.i.d. zero-mean pre-logit noise with sigma2 = 0.5, the one
+            definition of `aisp_trl.samplers.registry.MethodOptions`), so that datasets built
             from each differ only in their source. Recorded and checked on resume.
         save_means (`bool`, defaults to False): also store each prompt's final mean ``U`` and the perturbation ``V``
             of its best response (`(tau, d)` each) in ``shards/means-{rank:05d}.safetensors`` under the keys
@@ -193,8 +194,11 @@ def run_generation(
             "or save_means=False."
         )
     settings = _run_settings(config, max_new_tokens, framing, max_prompt_length, identity)
+    options = MethodOptions()  # the baselines' one definition (BoN (N): sigma2 = 0.5)
     if method != "aisp":  # an AISP run's settings carry no method key, so its run file stays valid
         settings["method"] = method
+    if method == "bon_gaussian":
+        settings["bon_sigma2"] = options.bon_sigma2
     _check_resume(run_file, settings)
 
     # Resume: repair our own shard, then (after everyone has) read every shard; skip the prompt ids on disk.
@@ -223,7 +227,7 @@ def run_generation(
         run_file.write_text(json.dumps(settings, indent=2))
     pending = [i for i in range(len(prompts)) if i not in done]
 
-    sampler = build_sampler(method, model, tokenizer, reward, max_new_tokens, config)
+    sampler = build_sampler(method, model, tokenizer, reward, max_new_tokens, config, options)
     batch_size = config.prompt_batch_size
     with state.split_between_processes(pending) as mine:
         # Batched AISP: sort by token length (paper 5.3), then fixed batches, flushed to the shard one by one.

@@ -38,7 +38,8 @@ class AISPSampler(SamplerBase):
         queries_to_scores (`Callable[[list[str]], list[float]]` or `RewardFunction`): scores the decoded
             texts (query included), as in trl; or an adapter from `aisp_trl.rewards`.
         length_sampler (`Callable[[], int]`): the horizon tau (max new tokens), drawn once per query.
-        sample_size (`int`, defaults to 4): n, samples per iteration.
+        sample_size (`int`, defaults to 4): n, samples per iteration (trl's ``BestOfNSampler`` default; `AISPConfig`,
+            the CLI's and the recipes' settings, defaults to 8).
         seed (`int`, *optional*): seed of the noise; each query gets its own stream derived from the seed and
             its token ids, so results do not depend on batching. The global RNG is never touched.
         n_candidates (`int`, defaults to 1): texts returned per query by `generate`.

@@ -34,7 +34,8 @@ class MethodOptions:
 
     Attributes:
         top_p, temperature: BoN (top-p)'s nucleus mass and temperature.
-        bon_sigma2: BoN (N)'s noise variance; ``None`` uses the `AISPConfig`'s ``sigma2``.
+        bon_sigma2: BoN (N)'s noise variance: 0.5, the paper's best (BoN (N) is the paper's baseline, i.i.d.
+            noise, whatever AISP's own proposal and sigma2 are).
         bon_prompt_batch_size: BoN (N)'s prompts per batch; ``None`` uses the `AISPConfig`'s ``prompt_batch_size``.
         args_top_k, args_weight: ARGS-greedy's candidates per step and reward weight.
         value_model_path, re_control_n_steps, re_control_step_size: RE-Control's value model and test-time ascent.
@@ -43,7 +44,7 @@ class MethodOptions:
 
     top_p: float = 0.9
     temperature: float = 1.0
-    bon_sigma2: float | None = None
+    bon_sigma2: float = 0.5
     bon_prompt_batch_size: int | None = None
     args_top_k: int = 8
     args_weight: float = 1.0
@@ -100,7 +101,7 @@ def _bon_gaussian(model, tokenizer, reward, horizon, config, options) -> Sampler
         horizon,
         sample_size=config.total_samples,
         seed=config.seed,
-        sigma2=config.sigma2 if options.bon_sigma2 is None else options.bon_sigma2,
+        sigma2=options.bon_sigma2,
         prompt_batch_size=options.bon_prompt_batch_size or config.prompt_batch_size,
     )
 
