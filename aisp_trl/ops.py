@@ -5,7 +5,8 @@ steering vector, see `aisp_trl.proposals`), pre-logit width ``d``. The weight fu
 batch dimensions (``...``), one slice per prompt, which is how Batched AISP keeps a separate mean and separate
 weights for each prompt.
 
-- `log_importance_weights`, `normalize_log_weights`, `update_mean`, `effective_sample_size`: Eq. 18 and Eq. 14.
+- `eq18_offsets`, `log_weights`, `normalize_log_weights`, `update_mean`, `effective_sample_size`: Eq. 18 and
+  Eq. 14.
 - `solve_temperature`: ``lam="auto"``, the temperature that gives the weights a target effective sample size
   (adaptive tempering, as in adaptive SMC), which makes AISP invariant to the reward's scale and offset.
 - `ais_step`: one AISP update (the paper's); `amis_step`: the same update over every sample drawn so far, weighted
@@ -23,22 +24,6 @@ from torch import Tensor
 from .proposals import IIDProposal, Proposal
 
 _IID = IIDProposal()
-
-
-def sample_prelogit_noise(mean: Tensor, sigma2: float, n: int, generator: torch.Generator) -> Tensor:
-    """Draws ``V^i = U + sigma * eps^i`` with ``eps^i ~ N(0, I)`` (Algorithm 1, line 4).
-
-    Args:
-        mean (`torch.Tensor` of shape `(tau, d)`): the current mean ``U``.
-        sigma2 (`float`): the noise variance ``sigma^2``.
-        n (`int`): how many samples to draw.
-        generator (`torch.Generator`): the random stream; must live on ``mean.device``.
-
-    Returns:
-        `torch.Tensor` of shape `(n, tau, d)`: the perturbation trajectories ``V^1..V^n``.
-    """
-    eps = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
-    return mean.unsqueeze(0) + (sigma2**0.5) * eps
 
 
 def cross_term(mean: Tensor, samples: Tensor, proposal: Proposal | None = None) -> Tensor:
@@ -61,39 +46,36 @@ def cross_term(mean: Tensor, samples: Tensor, proposal: Proposal | None = None) 
     return torch.einsum("...td,...ntd->...n", white_mean, white_samples)
 
 
-def log_importance_weights(
-    rewards: Tensor,
-    mean: Tensor,
-    samples: Tensor,
-    *,
-    lam: float | Tensor,
-    alpha: float,
-    sigma2: float,
-    proposal: Proposal | None = None,
-) -> Tensor:
-    """Unnormalised log-weights of Eq. 18: ``r^i / lam - (1 - alpha) / sigma2 * <L^{-1} U, L^{-1} V^i>``.
-
-    With the paper's i.i.d. proposal the inner product is ``sum_t <u_t, v^i_t>``. Non-finite rewards (NaN, +-inf)
-    get log-weight ``-inf``, i.e. weight zero.
+def eq18_offsets(mean: Tensor, samples: Tensor, *, alpha: float, sigma2: float, proposal: Proposal | None = None):
+    """The sample-dependent KL term of Eq. 18, ``-(1 - alpha) / sigma2 * <L^{-1} U, L^{-1} V^i>``, or ``None``
+    for ``alpha = 1`` (the term vanishes). With the paper's i.i.d. proposal the inner product is
+    ``sum_t <u_t, v^i_t>``.
 
     Args:
-        rewards (`torch.Tensor` of shape `(..., n)`): reward of each sample.
         mean (`torch.Tensor` of shape `(..., T, d)`): the mean ``U`` the samples were drawn around.
         samples (`torch.Tensor` of shape `(..., n, T, d)`): the samples ``V^i``.
-        lam (`float` or `torch.Tensor` of shape `(...)`): temperature ``lambda > 0`` (``inf``: rewards ignored).
-        alpha (`float`): relaxation ``alpha`` in (0, 1]; 1 removes the second term.
+        alpha (`float`): relaxation ``alpha`` in (0, 1].
         sigma2 (`float`): the noise variance the samples were drawn with.
         proposal (`Proposal`, *optional*): the proposal; the paper's i.i.d. one by default.
 
     Returns:
+        `torch.Tensor` of shape `(..., n)`, float64, or ``None``.
+    """
+    return None if alpha == 1.0 else -((1.0 - alpha) / sigma2) * cross_term(mean, samples, proposal)
+
+
+def log_weights(rewards: Tensor, lam: float | Tensor, offsets: Tensor | None = None) -> Tensor:
+    """Unnormalised log-weights of Eq. 18, ``r^i / lam + offsets^i`` (``offsets``: `eq18_offsets`, or the AMIS
+    density ratio), in float64; ``-inf`` (weight zero) where the reward is not finite (NaN, +-inf).
+
+    Args:
+        rewards (`torch.Tensor` of shape `(..., n)`): reward of each sample.
+        lam (`float` or `torch.Tensor` of shape `(...)`): temperature ``lambda > 0`` (``inf``: rewards ignored).
+        offsets (`torch.Tensor` of shape `(..., n)`, *optional*): the reward-independent part.
+
+    Returns:
         `torch.Tensor` of shape `(..., n)`, float64.
     """
-    offsets = None if alpha == 1.0 else -((1.0 - alpha) / sigma2) * cross_term(mean, samples, proposal)
-    return _log_weights(rewards, lam, offsets)
-
-
-def _log_weights(rewards: Tensor, lam: float | Tensor, offsets: Tensor | None) -> Tensor:
-    """``r / lam + offsets`` in float64, ``-inf`` (weight zero) where the reward is not finite."""
     rewards = rewards.to(torch.float64)
     lam = torch.as_tensor(lam, dtype=torch.float64, device=rewards.device)
     log_w = rewards / lam.unsqueeze(-1) if lam.ndim else rewards / lam
@@ -265,11 +247,9 @@ def ais_step(
         `StepInfo`: the new mean ``U^{k+1}`` `(..., T, d)`, the normalised weights `(..., n)`, the effective sample
         size `(...)` and the temperature used `(...)`.
     """
-    offsets = None
-    if alpha != 1.0:
-        offsets = -((1.0 - alpha) / sigma2) * cross_term(mean, samples, proposal)
+    offsets = eq18_offsets(mean, samples, alpha=alpha, sigma2=sigma2, proposal=proposal)
     lam_used = _temperature(rewards, offsets, lam, ess_target)
-    weights = normalize_log_weights(_log_weights(rewards, lam_used, offsets))  # Eq. 18, cross term computed once
+    weights = normalize_log_weights(log_weights(rewards, lam_used, offsets))  # Eq. 18, cross term computed once
     return StepInfo(update_mean(weights, samples), weights, effective_sample_size(weights), lam_used)
 
 
@@ -312,7 +292,7 @@ def amis_step(
     log_reference = gaussian_log_density(pool, alpha * means[-1], float(sigma2s[-1]), proposal)
     offsets = log_reference - log_mixture
     lam_used = _temperature(pooled_rewards, offsets, lam, ess_target * n / (k * n))
-    weights = normalize_log_weights(_log_weights(pooled_rewards, lam_used, offsets))
+    weights = normalize_log_weights(log_weights(pooled_rewards, lam_used, offsets))
     return StepInfo(update_mean(weights, pool), weights, effective_sample_size(weights), lam_used)
 
 

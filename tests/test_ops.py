@@ -10,14 +10,14 @@ from aisp_trl.ops import (
     amis_step,
     cross_term,
     effective_sample_size,
+    eq18_offsets,
     gaussian_log_density,
-    log_importance_weights,
+    log_weights,
     normalize_log_weights,
-    sample_prelogit_noise,
     solve_temperature,
     update_mean,
 )
-from aisp_trl.proposals import make_proposal
+from aisp_trl.proposals import IIDProposal, make_proposal
 
 F64 = dict(dtype=torch.float64)
 
@@ -25,7 +25,7 @@ F64 = dict(dtype=torch.float64)
 def test_log_weights_alpha_one_is_reward_over_lambda():
     mean = torch.ones(2, 3)
     samples = torch.randn(2, 2, 3)
-    log_w = log_importance_weights(torch.tensor([1.0, 2.0]), mean, samples, lam=0.5, alpha=1.0, sigma2=0.3)
+    log_w = log_weights(torch.tensor([1.0, 2.0]), 0.5, eq18_offsets(mean, samples, alpha=1.0, sigma2=0.3))
     torch.testing.assert_close(log_w, torch.tensor([2.0, 4.0], **F64))
 
 
@@ -33,7 +33,7 @@ def test_log_weights_cross_term_by_hand():
     # U = [[1, 0]], V^1 = [[1, 0]], V^2 = [[0, 1]]: <u, v> = 1 and 0; (1 - alpha) / sigma2 = 0.5 / 2 = 0.25
     mean = torch.tensor([[1.0, 0.0]])
     samples = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
-    log_w = log_importance_weights(torch.tensor([1.0, 2.0]), mean, samples, lam=0.5, alpha=0.5, sigma2=2.0)
+    log_w = log_weights(torch.tensor([1.0, 2.0]), 0.5, eq18_offsets(mean, samples, alpha=0.5, sigma2=2.0))
     torch.testing.assert_close(log_w, torch.tensor([2.0 - 0.25, 4.0], **F64))
 
 
@@ -41,13 +41,13 @@ def test_log_weights_sum_over_steps_and_width():
     # two steps: <u_1, v_1> + <u_2, v_2> = 1*3 + 2*(-1) = 1, times (1 - 0.9) / 0.1 = 1
     mean = torch.tensor([[1.0], [2.0]])
     samples = torch.tensor([[[3.0], [-1.0]]])
-    log_w = log_importance_weights(torch.tensor([0.0]), mean, samples, lam=1.0, alpha=0.9, sigma2=0.1)
+    log_w = log_weights(torch.tensor([0.0]), 1.0, eq18_offsets(mean, samples, alpha=0.9, sigma2=0.1))
     torch.testing.assert_close(log_w, torch.tensor([-1.0], **F64))
 
 
 def test_non_finite_rewards_get_zero_weight():
     rewards = torch.tensor([1.0, math.nan, math.inf, -math.inf, 1.0])
-    log_w = log_importance_weights(rewards, torch.zeros(1, 1), torch.zeros(5, 1, 1), lam=1.0, alpha=1.0, sigma2=1.0)
+    log_w = log_weights(rewards, 1.0, eq18_offsets(torch.zeros(1, 1), torch.zeros(5, 1, 1), alpha=1.0, sigma2=1.0))
     weights = normalize_log_weights(log_w)
     torch.testing.assert_close(weights, torch.tensor([0.5, 0, 0, 0, 0.5], **F64))
 
@@ -71,8 +71,10 @@ def test_normalize_underflowing_weights_still_sum_to_one():
 
 
 def test_extreme_rewards_tiny_lambda_give_one_hot():
-    log_w = log_importance_weights(
-        torch.tensor([1e6, -1e6, 1e6 - 1]), torch.zeros(1, 1), torch.zeros(3, 1, 1), lam=1e-8, alpha=1.0, sigma2=1.0
+    log_w = log_weights(
+        torch.tensor([1e6, -1e6, 1e6 - 1]),
+        1e-8,
+        eq18_offsets(torch.zeros(1, 1), torch.zeros(3, 1, 1), alpha=1.0, sigma2=1.0),
     )
     torch.testing.assert_close(normalize_log_weights(log_w), torch.tensor([1.0, 0.0, 0.0], **F64))
 
@@ -109,8 +111,8 @@ def test_batched_leading_dimension_equals_per_prompt():
 
 def test_sample_noise_shape_seed_and_moments():
     mean = torch.full((3, 4), 2.0)
-    a = sample_prelogit_noise(mean, 0.25, 5000, torch.Generator().manual_seed(1))
-    b = sample_prelogit_noise(mean, 0.25, 5000, torch.Generator().manual_seed(1))
+    a = IIDProposal().draw(mean, 0.25, 5000, torch.Generator().manual_seed(1))
+    b = IIDProposal().draw(mean, 0.25, 5000, torch.Generator().manual_seed(1))
     assert a.shape == (5000, 3, 4)
     torch.testing.assert_close(a, b)
     assert float(a.mean()) == pytest.approx(2.0, abs=0.01)
@@ -119,7 +121,7 @@ def test_sample_noise_shape_seed_and_moments():
 
 def test_sample_noise_leaves_global_rng_alone():
     state = torch.get_rng_state()
-    sample_prelogit_noise(torch.zeros(2, 2), 1.0, 3, torch.Generator().manual_seed(0))
+    IIDProposal().draw(torch.zeros(2, 2), 1.0, 3, torch.Generator().manual_seed(0))
     assert torch.equal(state, torch.get_rng_state())
 
 
@@ -149,9 +151,7 @@ def test_tiny_lambda_update_is_the_best_sample():
 def test_monte_carlo_update_matches_exact_tilted_mean():
     # proposal N(0, s2), reward r(v) = a * v: the optimal q* is N(s2 * a / lam, s2), so U* = s2 * a / lam
     s2, a, lam = 0.5, 0.3, 0.5
-    samples = sample_prelogit_noise(
-        torch.zeros(1, 1, dtype=torch.float64), s2, 400_000, torch.Generator().manual_seed(4)
-    )
+    samples = IIDProposal().draw(torch.zeros(1, 1, dtype=torch.float64), s2, 400_000, torch.Generator().manual_seed(4))
     rewards = a * samples[:, 0, 0]
     new_mean, _, ess, _ = ais_step(
         torch.zeros(1, 1, dtype=torch.float64), samples, rewards, lam=lam, alpha=1.0, sigma2=s2

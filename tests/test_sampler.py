@@ -10,7 +10,7 @@ from _tiny import letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPSampler, BestOfNSampler, LengthSampler
 from aisp_trl.decoding import HFDecoder
-from aisp_trl.ops import sample_prelogit_noise
+from aisp_trl.proposals import IIDProposal
 
 QUERIES = ["the cat", "a dog sat on", "we"]
 
@@ -96,7 +96,7 @@ def test_theorem_3_3_kappa_one_tiny_lambda_is_best_of_gaussian_candidates(model,
     query = _ids(tok, "the cat")
     result = sampler.search(query)[0]
     # the same candidates: re-draw the sampler's noise stream for this query
-    noise = sample_prelogit_noise(torch.zeros(8, model.config.hidden_size), 1.0, 6, sampler._noise_generator(query))
+    noise = IIDProposal().draw(torch.zeros(8, model.config.hidden_size), 1.0, 6, sampler._noise_generator(query))
     rewards = [s.reward for s in result.samples]
     best = rewards.index(max(rewards))  # Algorithm 1 keeps the first of tied best samples
     assert result.best is result.samples[best]
