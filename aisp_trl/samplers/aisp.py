@@ -28,8 +28,10 @@ class AISPSampler(SamplerBase):
     """Adaptive importance sampling on pre-logits (AISP), a drop-in for trl's ``BestOfNSampler``.
 
     For each query it runs ``n_iterations`` rounds of ``sample_size`` greedy decodes whose pre-logits are
-    perturbed by ``v_t ~ N(u_t, sigma2 I)``, scores them, and moves the mean ``U`` by the importance weights
-    of Eq. 18. It returns the best of all ``sample_size * n_iterations`` samples.
+    perturbed by ``V ~ N(U, sigma2 L L^T)`` (``proposal``: by default AR(1) noise, correlated over steps by ``rho``,
+    unit marginal variance; ``"iid"`` is the paper's ``v_t ~ N(u_t, sigma2 I)``), scores them, and moves the mean
+    ``U`` by the importance weights of Eq. 18, ``r / lam - (1 - alpha) / sigma2 * <L^{-1} U, L^{-1} V>`` (the paper's
+    ``sum_t <u_t, v_t>`` for i.i.d. noise). It returns the best of all ``sample_size * n_iterations`` samples.
 
     Args:
         model (`PreTrainedModel` or `vllm.LLM`): a causal LM: plain, PEFT, accelerate/DDP-wrapped or a value-head

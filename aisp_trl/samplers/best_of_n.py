@@ -99,12 +99,13 @@ class BestOfNSampler(SamplerBase):
 
 
 class GaussianBestOfNSampler(AISPSampler):
-    """ "BoN (N)": ``sample_size`` greedy decodes with pre-logit noise ``v_t ~ N(0, sigma2 I)``, best by reward.
+    """ "BoN (N)": ``sample_size`` greedy decodes with i.i.d. pre-logit noise ``v_t ~ N(0, sigma2 I)``, best by reward.
 
-    The paper's Theorem 3.3 baseline: AISP with ``n_iterations=1`` — the mean stays at zero and the importance
-    weights never act — so for the same ``seed`` and ``sigma2`` its samples are exactly those of the first
-    iteration of an `AISPSampler` with ``sample_size`` samples per iteration. ``search`` reports ``ess = N``
-    (uniform) and ``final_mean = None``, as for `BestOfNSampler`.
+    The paper's Theorem 3.3 baseline: AISP with ``n_iterations=1`` and the paper's i.i.d. proposal — the mean stays
+    at zero and the importance weights never act. Its samples are those of the first iteration of an `AISPSampler`
+    with the same ``seed``, ``sigma2``, ``sample_size`` and ``proposal="iid"``; they differ from the first iteration
+    of an `AISPSampler` with the package defaults, whose proposal is AR(1) noise with ``sigma2 = 0.25``.
+    ``search`` reports ``ess = N`` (uniform) and ``final_mean = None``, as for `BestOfNSampler`.
 
     Memory: a prompt's ``N`` decodes run as one batch of ``N`` rows (times ``prompt_batch_size`` prompts) unless
     ``max_batch_rows`` caps it: the noise is still drawn once, so the samples do not change, only how many rows
