@@ -48,7 +48,7 @@ from _common import UnitStore, atomic_write_json, rescore_samples, reward_key
 
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
-from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity, token_nll
+from aisp_trl.evaluation.metrics import coherence, degenerate_reasons, distinct_ngram_diversity, token_nll
 from aisp_trl.evaluation.report import agg_figure, format_ci, write_report_files
 from aisp_trl.evaluation.stats import (
     bootstrap_ci,
@@ -273,6 +273,11 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
             # repeated n-grams: low NLL does not flag "great great great ...", this does (paper D.1)
             diversity = [[distinct_ngram_diversity(p["best_completion"]) for p in u["prompts"]] for u in us]
             row["diversity"] = bootstrap_ci(torch.tensor(diversity).mean(0).tolist())
+            # chosen answers that game the reward by repetition, or share no word with the prompt (counted apart)
+            reasons = [degenerate_reasons(p["best_completion"], p["prompt"]) for u in us for p in u["prompts"]]
+            row["answers"] = len(reasons)
+            row["degenerate"] = sum(bool({"repeated_trigram", "word_run"} & set(r)) for r in reasons)
+            row["off_topic"] = sum("off_topic" in r for r in reasons)
             curves = torch.tensor([[curve_of(p["rewards"], method) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row
@@ -308,7 +313,9 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "[95% bootstrap CI over prompts] of the seed-averaged value. NLL: the chosen answer's mean per-token "
         "negative log-likelihood under the base model (lower = more fluent, but repetition is cheap); coherence: "
         "MiniLM cosine of prompt and answer; diversity: distinct 2-4-grams of the answer (1 = no repeats, "
-        "repetitive text toward 0).",
+        "repetitive text toward 0); repetitive / off-topic: chosen answers (over prompts and seeds) with a word "
+        "3-gram twice or a word three times in a row, and those sharing no content word with the prompt "
+        "(`aisp_trl.evaluation.metrics.degenerate_reasons`).",
         "",
     ]
     for reward, section in report["rewards"].items():
@@ -316,8 +323,9 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         lines += [
             f"### {reward}",
             "",
-            f"| method | seeds | {head} | NLL / token | coherence | diversity | BoN (top-p) N to match | s / run |",
-            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|",
+            f"| method | seeds | {head} | NLL / token | coherence | diversity | repetitive / off-topic answers "
+            "| BoN (top-p) N to match | s / run |",
+            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|---:|",
         ]
         for method, row in section["methods"].items():
             cells = " | ".join(format_ci(row[f"N={n}"]) for n in checkpoints)
@@ -325,7 +333,8 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
             metrics = " | ".join(format_ci(row[key], 2) for key in ("nll_per_token", "coherence", "diversity"))
             lines.append(
-                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {metrics} | {match_text} "
+                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {metrics} "
+                f"| {row['degenerate']} / {row['off_topic']} of {row['answers']} | {match_text} "
                 f"| {row['seconds']:.0f} |"
             )
         if section["paired"]:

