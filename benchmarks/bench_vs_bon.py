@@ -18,8 +18,11 @@ The report (``report.json``, ``report.md``, ``curves.png``) gives, per reward:
   from broken text (repetition has a low NLL: diversity and coherence are what flag it).
 
 Methods: ``aisp`` (the package defaults: nothing passed but n, kappa and the seed), ``bon_top_p`` (trl's
-BestOfNSampler, top-p 0.9, T = 1), ``bon_gaussian`` (BoN (N), sigma2 = 0.5), ``greedy``, and AISP variants given as
-``--variants name:key=value,key=value`` (any `AISPConfig` field, e.g. ``steer:proposal=steering``).
+BestOfNSampler, top-p 0.9, T = 1), ``bon_gaussian`` (BoN (N), i.i.d. noise, sigma2 = 0.5), ``bon_aisp_proposal``
+(the control: N draws from AISP's own proposal, sigma2 and rho, i.e. AISP with kappa = 1 at the whole budget, so
+"AISP vs bon_aisp_proposal" is what adapting the mean adds), ``greedy``, and AISP variants given as
+``--variants name:key=value,key=value`` (any `AISPConfig` field, e.g. ``steer:proposal=steering``). Each prompt's
+record also holds the tokens its samples generated, for reward-per-token curves.
 
 ```bash
 # the headline (defaults vs both BoNs, 3 seeds, 24 held-out prompts, N = 128 = 16 x 8, 32 tokens, 3 rewards)
@@ -65,8 +68,9 @@ from aisp_trl.samplers.registry import MethodOptions, method_label
 from aisp_trl.samplers.registry import build_sampler as registry_build_sampler
 from aisp_trl.types import AISPResult, Sample
 
-BASELINES = ("bon_top_p", "bon_gaussian", "greedy")
-BEST_OF_N = ("bon_top_p", "bon_gaussian")  # scored by the expected best of N; every other method by its best so far
+CONTROL = "bon_aisp_proposal"  # AISP's first iteration at the whole budget: what the proposal alone gives
+BASELINES = ("bon_top_p", "bon_gaussian", CONTROL, "greedy")  # reward-independent samples: decoded once, re-scored
+BEST_OF_N = ("bon_top_p", "bon_gaussian", CONTROL)  # scored by the expected best of N; AISP by its best so far
 LABELS = {"aisp": "AISP (defaults)"} | {m: method_label(m) for m in BASELINES}  # labels from the method table
 _CONFIG_FIELDS = {f.name: f.type for f in fields(AISPConfig)}
 
@@ -76,7 +80,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name_or_path", default=EMBEDDED_MODEL, help="Causal LM (default: embedded SmolLM2).")
     parser.add_argument("--rewards", nargs="+", default=["vader", "relevance", "judge"], help="Reward names.")
     parser.add_argument(
-        "--methods", nargs="+", default=["aisp", "bon_top_p", "bon_gaussian", "greedy"], help="Methods to run."
+        "--methods",
+        nargs="+",
+        default=["aisp", "bon_top_p", "bon_gaussian", "greedy"],
+        help=f"Methods to run: aisp, {', '.join(BASELINES)} (the control {CONTROL} only when named).",
     )
     parser.add_argument(
         "--variants", nargs="*", default=[], help="AISP variants 'name:key=value,key=value' (AISPConfig fields)."
@@ -146,7 +153,7 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
     cache = Path(args.output_dir) / "samples" / method / f"seed{seed}.json"
     if method in BASELINES and cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved["settings"] == settings_of(args):
+        if saved["settings"] == settings_of(args) and saved.get("aisp_config") == aisp_config_of(method, {}, args):
             start = time.perf_counter()
             results = []
             for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
@@ -167,7 +174,8 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
         rows = [{k: [getattr(x, a) for x in r.samples] for k, a in
                  (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"))}
                 for r in results]  # fmt: skip
-        atomic_write_json(cache, {"settings": settings_of(args), "seconds": seconds, "prompts": rows})
+        record = {"settings": settings_of(args), "aisp_config": aisp_config_of(method, {}, args), "seconds": seconds}
+        atomic_write_json(cache, record | {"prompts": rows})
     return results, seconds
 
 
@@ -187,6 +195,7 @@ def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, emb
             {
                 "prompt": p,
                 "rewards": [s.reward for s in r.samples],  # every sample, in order of generation
+                "tokens": sum(len(s.completion_ids) for s in r.samples),  # generated tokens, every sample
                 "best_reward": b.reward,
                 "best_completion": b.completion,
                 "nll_per_token": n,
@@ -200,11 +209,12 @@ def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, emb
 
 
 def aisp_config_of(method: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
-    """The full AISP configuration a unit runs with (package defaults + overrides), ``None`` for the baselines.
+    """The full AISP configuration a unit runs with (package defaults + overrides), ``None`` for the baselines but
+    the control, which draws from AISP's proposal.
 
     Stored in every AISP unit and checked on resume: a unit made before a default changed must not pass for the
     new defaults."""
-    if method in BASELINES:
+    if method in BASELINES and method != CONTROL:
         return None
     config = asdict(AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **overrides))
     for key in ("seed", "prompt_batch_size", "n_candidates"):  # do not change what is searched
@@ -286,7 +296,7 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
         for method in by_method:
             if method in BASELINES:
                 continue
-            for baseline in ("bon_top_p", "bon_gaussian", "greedy"):
+            for baseline in ("bon_top_p", "bon_gaussian", CONTROL, "greedy"):
                 if baseline not in by_method:
                     continue
                 a, b = tables[method][total], tables[baseline][total]

@@ -186,3 +186,22 @@ def test_a_unit_killed_while_written_leaves_no_unit_behind(tmp_path, monkeypatch
     assert not path.exists()  # only the temporary file was cut: a rerun computes the unit again
     assert store.get_or_compute(path, lambda: {"value": [1]}, "unit")["value"] == [1]
     assert json.loads(path.read_text())["value"] == [1]
+
+
+def test_bench_vs_bon_runs_the_control_and_records_tokens(tmp_path):
+    lm = save_tiny_lm(tmp_path / "lm")
+    script = _script("bench_vs_bon")
+    out = tmp_path / "out"
+    args = script.make_parser().parse_args(
+        ["--model_name_or_path", str(lm), "--prompt_source", str(PROMPTS_FILE), "--num_prompts", "2",
+         "--sample_size", "2", "--n_iterations", "2", "--prompt_batch_size", "2", "--max_new_tokens", "4",
+         "--seeds", "0", "--threads", "1", "--output_dir", str(out), "--rewards", "vader",
+         "--methods", "aisp", "bon_aisp_proposal"]
+    )  # fmt: skip
+    report = script.main(args)
+    section = report["rewards"]["vader"]
+    assert "aisp vs bon_aisp_proposal" in section["paired"]
+    unit = json.loads((out / "units" / "vader" / "bon_aisp_proposal" / "seed0.json").read_text())
+    assert unit["aisp_config"]["proposal"] == "ar1" and len(unit["prompts"][0]["rewards"]) == 4
+    assert all(0 < p["tokens"] <= 4 * 4 for p in unit["prompts"])  # N = 4 samples of at most 4 tokens
+    assert "repetitive / off-topic" in (out / "report.md").read_text()

@@ -60,8 +60,9 @@ __all__ = [
     "write_outputs",
 ]
 
-DEFAULT_METHODS: tuple[str, ...] = tuple(m for m, spec in METHODS.items() if spec.needs_module is None)
-"""The training-free methods (the default of `CompareArguments.methods`)."""
+DEFAULT_METHODS: tuple[str, ...] = ("aisp", "bon_top_p", "bon_gaussian", "args", "greedy")
+"""The default of `CompareArguments.methods`: AISP and the paper's training-free baselines (any `METHODS` name may be
+asked for, e.g. the ``bon_aisp_proposal`` control)."""
 
 ALL_METHODS: tuple[str, ...] = tuple(METHODS)
 """Method names accepted by `CompareArguments.methods`; those with a `MethodSpec.needs_module` need a trained module."""

@@ -9,6 +9,7 @@ shared inputs (model, tokenizer, reward, horizon, the AISP budget in an `AISPCon
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,13 @@ def _bon_top_p(model, tokenizer, reward, horizon, config, options) -> SamplerBas
     return BestOfNSampler(model, tokenizer, reward, horizon, config.total_samples, config.seed, 1, sampling)
 
 
+def _bon_aisp_proposal(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
+    # AISP's first iteration at the whole budget: N draws around U = 0 from AISP's own proposal, sigma2 and rho,
+    # best by reward. AISP minus this isolates what adapting the mean adds over the proposal
+    control = dataclasses.replace(config, sample_size=config.total_samples, n_iterations=1)
+    return AISPSampler.from_config(model, tokenizer, reward, horizon, control)
+
+
 def _bon_gaussian(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
     return GaussianBestOfNSampler(
         model,
@@ -151,6 +159,7 @@ METHODS: dict[str, MethodSpec] = {
     "aisp": MethodSpec("AISP", _aisp, batches_prompts=True),
     "bon_top_p": MethodSpec("BoN (top-p)", _bon_top_p, batches_prompts=False),
     "bon_gaussian": MethodSpec("BoN (N)", _bon_gaussian, batches_prompts=True),
+    "bon_aisp_proposal": MethodSpec("BoN (AISP's proposal)", _bon_aisp_proposal, batches_prompts=True),
     "args": MethodSpec("ARGS-greedy", _args, batches_prompts=False),
     "greedy": MethodSpec("greedy", _greedy, batches_prompts=True),
     "re_control": MethodSpec(
