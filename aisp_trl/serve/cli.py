@@ -102,6 +102,13 @@ def build_server(args: ServeArguments):  # noqa: ANN201 (returns a FastAPI app; 
         model, tokenizer = load_llm(args.model_name_or_path), load_tokenizer(args.model_name_or_path)
     else:
         model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, dtype=args.dtype, device=device)
+    if args.tie_margin == ServeArguments.tie_margin and args.dtype not in ("float32", "auto") and not args.use_vllm:
+        logging.getLogger(__name__).warning(
+            "--tie_margin %g is calibrated for float32; in %s logits move by more with the batch shape, so batched "
+            "answers may differ from alone ones: raise --tie_margin (e.g. 0.05; more queries run again alone).",
+            args.tie_margin,
+            args.dtype,
+        )
     rewards = build_rewards(args.reward, device, args.reward_max_length)
     engine = Engine(
         model,
