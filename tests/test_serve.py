@@ -126,7 +126,7 @@ def servers(tiny_folder, tmp_path_factory):
         tiny_folder,
         logs / "main.log",
         *("--api_key", KEY, "--max_budget", "64", "--max_new_tokens", "48", "--max_queue_size", "16"),
-        *("--max_batch_size", "8", "--batch_wait_ms", "200"),
+        *("--max_batch_size", "8", "--batch_wait_ms", "200", "--reward", "broken=_serve_reward:broken"),
     )
     small = Server(
         tiny_folder,
@@ -184,7 +184,7 @@ def alone_in_process(tiny, prompt: str, horizon: int = 12, seed: int = 0):
 def test_models_health_and_auth(server):
     models = server.client().models.list()
     assert [m.id for m in models.data] == [MODEL]
-    assert models.data[0].model_extra["aisp"]["rewards"] == ["e", "vader"]
+    assert models.data[0].model_extra["aisp"]["rewards"] == ["e", "vader", "broken"]
     assert server.health()["status"] == "ok"  # /health needs no key
     with pytest.raises(openai.AuthenticationError) as error:
         chat(server.client(api_key="wrong-key"), "hello there")
@@ -235,7 +235,9 @@ def test_methods(server, tiny):
     for method, extra in (("bon_top_p", {"temperature": 0.7, "top_p": 0.8}), ("bon_gaussian", {"sigma2": 0.3})):
         first = chat(client, "hello there", n=2, extra_body={"method": method, **extra})
         again = chat(client, "hello there", n=2, extra_body={"method": method, **extra})
-        assert first.model_extra["aisp"]["samples_used"] == 8 and first.model_extra["aisp"]["method"] == method
+        info = first.model_extra["aisp"]
+        assert info["samples_used"] == 8 and info["method"] == method
+        assert (info["sample_size"], info["n_iterations"], info["budget"]) == (8, 1, 8)  # N drawn at once
         assert [c.message.content for c in first.choices] == [c.message.content for c in again.choices]
     aisp = chat(client, "hello there", extra_body={"sigma2": 0.4, "lam": "0.5", "proposal": "iid", "alpha": 1.0})
     assert aisp.model_extra["aisp"]["settings"] == {"sigma2": 0.4, "lam": 0.5, "proposal": "iid", "alpha": 1.0}
@@ -349,7 +351,13 @@ def test_bad_json_and_routes_then_still_serving(server):
     # neutral values of unsupported OpenAI fields, and the ignored ones, are accepted
     ok = chat(server.client(), "hi", user="me", presence_penalty=0, logprobs=False)
     assert ok.choices[0].message.content == chat(server.client(), "hi").choices[0].message.content
-    assert server.health()["failed"] == 0
+    # a reward that fails: 500 in OpenAI's shape, and the next request is answered
+    failed = server.health()["failed"]
+    with pytest.raises(openai.InternalServerError) as error:
+        chat(server.client(), "hi", extra_body={"reward": "broken"})
+    assert error.value.body["code"] == "search_failed" and "broken on purpose" in error.value.message
+    assert server.health()["failed"] == failed + 1
+    assert chat(server.client(), "hi").choices[0].message.content == ok.choices[0].message.content
 
 
 # -- limits, cancellation, shutdown (the small server: queue of 1, batches of 1, 3 s timeout) -----------------------

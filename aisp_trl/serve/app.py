@@ -191,9 +191,10 @@ def create_app(
             return future.result()
         if isinstance(error, SearchAbandoned):
             raise APIError(499, "the request was cancelled", code="cancelled")
-        if isinstance(error, ValueError | TypeError):  # the sampler refused something about this request
-            raise APIError(400, f"the search refused the request: {error}", code="search_error")
-        raise APIError(500, f"the search failed: {type(error).__name__}: {error}", type="server_error")
+        # requests are validated before they are queued: what fails here is the server's (a reward, the model)
+        raise APIError(
+            500, f"the search failed: {type(error).__name__}: {error}", type="server_error", code="search_failed"
+        )
 
     async def stream_events(
         request: Request, parsed: ParsedRequest, job: Job, deadline: float, response_id: str

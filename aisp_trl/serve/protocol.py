@@ -613,7 +613,8 @@ def aisp_info(request: ParsedRequest, answer: Answer, choices: list[dict[str, An
         "method": spec.method,
         "reward": spec.reward,
         "seed": answer.seed,
-        "sample_size": spec.sample_size if SEARCHES_BUDGET[spec.method] else 1,
+        # as searched: AISP runs kappa iterations of n; best-of-n draws all N at once; greedy decodes one
+        "sample_size": spec.sample_size if spec.method == "aisp" else spec.budget,
         "n_iterations": spec.n_iterations if spec.method == "aisp" else 1,
         "budget": spec.budget,
         "horizon": spec.horizon,
