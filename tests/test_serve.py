@@ -301,6 +301,8 @@ BAD = [
     ({"budget": 65}, 400, "budget", "limit_exceeded"),
     ({"budget": None, "sample_size": 16, "n_iterations": 8}, 400, "sample_size", "limit_exceeded"),
     ({"budget": 12, "sample_size": 5}, 400, "budget", "invalid_value"),
+    ({"budget": 12, "n_iterations": 5}, 400, "budget", "invalid_value"),
+    ({"budget": 12, "sample_size": 4, "n_iterations": 4}, 400, "budget", "invalid_value"),
     ({"max_tokens": 49}, 400, "max_tokens", "limit_exceeded"),
     ({"max_tokens": 0}, 400, "max_tokens", "invalid_value"),
     ({"messages": [{"role": "user", "content": "x" * 200}]}, 400, "messages", "context_length_exceeded"),

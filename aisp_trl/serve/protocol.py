@@ -469,20 +469,23 @@ def _budget(body: dict[str, Any], method: str, limits: Limits) -> tuple[int, int
         return 1, 1
     budget, n, kappa = given.get("budget"), given.get("sample_size"), given.get("n_iterations")
     if budget is not None:
-        if n is not None and kappa is not None and n * kappa != budget:
-            raise _bad(f"`budget` {budget} != sample_size {n} * n_iterations {kappa}; send two of the three.", "budget")
-        if n is None and kappa is None:
+        if n is not None and kappa is not None:
+            if n * kappa != budget:
+                raise _bad(
+                    f"`budget` {budget} != sample_size {n} * n_iterations {kappa}; send two of the three.", "budget"
+                )
+        elif n is not None or kappa is not None:
+            name, value = ("sample_size", n) if n is not None else ("n_iterations", kappa)
+            if budget % value:
+                raise _bad(
+                    f"`budget` {budget} is not a multiple of `{name}` {value}; pick values whose product is the "
+                    "budget.",
+                    "budget",
+                )
+            n, kappa = (n, budget // n) if n is not None else (budget // kappa, kappa)
+        else:  # the largest n <= the default n that divides the budget
             n = max(d for d in range(1, min(limits.default_sample_size, budget) + 1) if budget % d == 0)
-        elif n is None:
-            n = budget // kappa
-        kappa = budget // n
-        if n * kappa != budget:
-            given_name = "sample_size" if "sample_size" in given else "n_iterations"
-            raise _bad(
-                f"`budget` {budget} is not a multiple of `{given_name}` {given[given_name]}; pick values whose "
-                "product is the budget.",
-                "budget",
-            )
+            kappa = budget // n
     n = n if n is not None else limits.default_sample_size
     kappa = kappa if kappa is not None else limits.default_n_iterations
     if n * kappa > limits.max_budget:
