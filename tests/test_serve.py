@@ -256,6 +256,8 @@ def test_stream_equals_the_plain_answer(server):
     assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
     finishes = [c.choices[0] for c in chunks[:-1] if c.choices[0].finish_reason]
     assert [f.finish_reason for f in finishes] == [c.finish_reason for c in plain.choices]
+    last = next(c for c in reversed(chunks) if c.choices)  # the aisp object rides on the last finish chunk
+    assert last.model_extra["aisp"]["best_reward"] == plain.model_extra["aisp"]["best_reward"]
     # progress travels as SSE comments, which the client skipped above
     body = {"model": MODEL, "prompt": "hi", "stream": True, "max_tokens": 8, "budget": 8, "reward": "e", "seed": 1}
     with httpx.stream(
@@ -312,6 +314,10 @@ BAD = [
     ({"n": 9}, 400, "n", "invalid_value"),
     ({"model": "gpt-4o"}, 404, "model", "model_not_found"),
     ({"method": "beam"}, 400, "method", "invalid_value"),
+    ({"method": ["aisp"]}, 400, "method", "invalid_value"),
+    ({"reward": {"spec": "/some/folder"}}, 400, "reward", "unknown_reward"),
+    ({"proposal": 3}, 400, "proposal", "invalid_value"),
+    ({"proposal": "levy"}, 400, "proposal", "invalid_value"),
     ({"sigma2": -1}, 400, "sigma2", "invalid_value"),
     ({"lam": "hot"}, 400, "lam", "invalid_value"),
     ({"temperature": 0.5}, 400, "temperature", "unsupported_setting"),

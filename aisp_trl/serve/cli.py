@@ -24,10 +24,16 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trl import TrlParser
 
 from .config import ServeArguments
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .engine import Engine
 
 PROG = "aisp-trl serve"
 
@@ -77,7 +83,7 @@ def served_name(args: ServeArguments) -> str:
     return path.name if path.is_dir() else args.model_name_or_path
 
 
-def build_server(args: ServeArguments):  # noqa: ANN201 (returns a FastAPI app; fastapi imported lazily)
+def build_server(args: ServeArguments) -> tuple[FastAPI, Engine]:
     """Loads the model and the rewards (once) and returns ``(app, engine)``.
 
     Raises:

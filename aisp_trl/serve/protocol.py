@@ -369,10 +369,10 @@ def _parse_common(body: dict[str, Any], limits: Limits, kind: str) -> ParsedRequ
             code="model_not_found",
         )
     method = body.get("method", "aisp")
-    if method not in METHOD_SETTINGS:
+    if not isinstance(method, str) or method not in METHOD_SETTINGS:
         raise _bad(f"`method` {method!r} is not one of {', '.join(METHOD_SETTINGS)}.", "method")
     reward = body.get("reward", limits.rewards[0])
-    if reward not in limits.rewards:
+    if not isinstance(reward, str) or reward not in limits.rewards:
         raise _bad(
             f"`reward` {reward!r} is not one of this server's rewards: {', '.join(limits.rewards)} (GET /v1/models "
             "lists them; rewards are chosen when the server starts, with --reward NAME=SPEC).",
@@ -431,6 +431,8 @@ def _method_settings(body: dict[str, Any], method: str) -> dict[str, Any]:
     settings = {name: body[name] for name in allowed if name in body}
     if method in ("aisp", "bon_gaussian"):
         for name, value in settings.items():
+            if name == "proposal" and not isinstance(value, str):
+                raise _bad(f"`proposal` must be a string such as 'ar1', got {value!r}.", name)
             if name != "proposal" and not (name == "lam" and isinstance(value, str)) and not _is_number(value):
                 raise _bad(f"`{name}` must be a number, got {value!r}.", name)
         try:
