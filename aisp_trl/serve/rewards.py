@@ -16,8 +16,12 @@ from typing import Any
 
 import torch
 
-from ..compare import build_reward_by_name  # the package's reward factory (to become aisp_trl.rewards.build_reward)
 from ..rewards import RewardFunction, TextReward
+
+try:  # the package's one parser of reward names: aisp_trl.rewards.build_reward since the restructuring
+    from ..rewards import build_reward as build_named_reward
+except ImportError:  # before it: aisp_trl.compare.build_reward_by_name
+    from ..compare import build_reward_by_name as build_named_reward
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-+]+$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -72,7 +76,7 @@ def build_spec(spec: str, device: str | torch.device | None = None, max_length: 
                 f"`reward` {spec!r} is a {type(target).__name__}, not a callable list[str] -> list[float]."
             )
         return TextReward(target)
-    return build_reward_by_name(spec, device=device, max_length=max_length)
+    return build_named_reward(spec, device=device, max_length=max_length)
 
 
 def build_rewards(
