@@ -214,12 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     if command.command is None:
         top.print_help(sys.stderr)
         raise SystemExit(2)
-    if command.command == "serve":  # imported on use: FastAPI and uvicorn load only for the server
-        from .serve.cli import main as serve
-
-        serve(argv[1:] + (["--debug"] if debug else []), prog=f"{PROG} serve")
-        return
     with one_line_errors(f"{PROG} {command.command}", debug=debug):
+        if command.command == "serve":  # imported on use: FastAPI and uvicorn load only for the server
+            from .serve.cli import main as serve
+
+            serve(argv[1:], prog=f"{PROG} serve")
+            return
         args, config = make_parser().parse_args_and_config(argv[1:])
         run(args, config)
 

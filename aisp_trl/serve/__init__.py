@@ -1,7 +1,10 @@
 """``aisp-trl serve``: AISP behind an OpenAI-compatible endpoint.
 
 - `aisp_trl.serve.config`: `ServeArguments`, the start-up flags and limits.
-- `aisp_trl.serve.protocol`: request validation, prompt rendering, response bodies, `APIError`.
+- `aisp_trl.serve.errors`: `APIError`, OpenAI's error shape.
+- `aisp_trl.serve.protocol`: the request fields and their validation (`parse_chat`, `parse_completion`).
+- `aisp_trl.serve.prompting`: chat rendering and tokenization, checked against the context.
+- `aisp_trl.serve.responses`: the response bodies, stream chunks and the model list.
 - `aisp_trl.serve.rewards`: ``--reward NAME=SPEC`` -> rewards, built once; `PerQueryReward`.
 - `aisp_trl.serve.methods`: method name -> sampler (`build_sampler`).
 - `aisp_trl.serve.guard`: decoder wrappers (the tie check, stop and progress).

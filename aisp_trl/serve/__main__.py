@@ -1,6 +1,8 @@
-"""``python -m aisp_trl.serve [flags]``: the same as ``aisp-trl serve``."""
+"""``python -m aisp_trl.serve [flags]``: the same as ``aisp-trl serve [flags]``."""
 
-from .cli import main
+import sys
+
+from ..cli import main
 
 if __name__ == "__main__":
-    main(prog="python -m aisp_trl.serve")
+    main(["serve", *sys.argv[1:]])

@@ -25,11 +25,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import protocol
+from . import prompting, protocol, responses
 from .engine import Engine, EngineClosed, Job, QueueFull
+from .errors import APIError
 from .guard import SearchAbandoned
 from .methods import METHOD_SETTINGS
-from .protocol import APIError, Limits, ParsedRequest
+from .protocol import Limits, ParsedRequest
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def create_app(
             raise APIError(400, f"the request body is not valid JSON: {error}.", code="invalid_json") from None
 
     def prepare(request: ParsedRequest) -> list[int]:
-        protocol.render_prompt(request, tokenizer)
-        return protocol.tokenize(request, tokenizer, engine.vocab_size, engine.context_length)
+        prompting.render_prompt(request, tokenizer)
+        return prompting.tokenize(request, tokenizer, engine.vocab_size, engine.context_length)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -123,7 +124,7 @@ def create_app(
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         check_auth(request)
-        return protocol.models_body(limits, list(METHOD_SETTINGS), created)
+        return responses.models_body(limits, list(METHOD_SETTINGS), created)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
@@ -149,7 +150,7 @@ def create_app(
                 503, "the server is shutting down; retry on another instance.", type="server_error"
             ) from None
         deadline = job.enqueued + request_timeout
-        response_id = protocol.new_id(parsed.kind)
+        response_id = responses.new_id(parsed.kind)
         if parsed.stream:
             events = stream_events(request, parsed, job, deadline, response_id)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -159,10 +160,10 @@ def create_app(
         finally:
             if answer is None:
                 engine.cancel(job)
-        body = protocol.completion_body(parsed, answer, limits.model_name, response_id, int(time.time()))
+        body = responses.completion_body(parsed, answer, limits.model_name, response_id, int(time.time()))
         return JSONResponse(body)
 
-    async def wait_for(job: Job, request: Request, deadline: float, on_wait: Any = None) -> protocol.Answer:
+    async def wait_for(job: Job, request: Request, deadline: float, on_wait: Any = None) -> responses.Answer:
         """The job's answer; raises `APIError` on timeout (504), a gone client (499) or a failed search."""
         future = asyncio.wrap_future(job.future)
         while True:
@@ -183,7 +184,7 @@ def create_app(
             if on_wait is not None:
                 await on_wait()
 
-    def search_answer(future: asyncio.Future) -> protocol.Answer:
+    def search_answer(future: asyncio.Future) -> responses.Answer:
         if future.cancelled():
             raise APIError(499, "the request was cancelled", code="cancelled")
         error = future.exception()
@@ -226,7 +227,7 @@ def create_app(
                 yield "data: [DONE]\n\n"
                 return
             yield f": search done in {answer.search_seconds:.2f} s (batch of {answer.batch_size})\n\n"
-            for chunk in protocol.stream_chunks(parsed, answer, limits.model_name, response_id, int(time.time())):
+            for chunk in responses.stream_chunks(parsed, answer, limits.model_name, response_id, int(time.time())):
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
         finally:

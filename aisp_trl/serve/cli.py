@@ -160,13 +160,8 @@ def serve(args: ServeArguments) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def main(argv: list[str] | None = None, prog: str = PROG) -> None:
-    """``aisp-trl serve [flags]``; user errors print one line and exit with status 2."""
-    from ..cli import debug_requested, one_line_errors
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = debug_requested(argv)
-    argv = [a for a in argv if a != "--debug"]
+def main(argv: list[str], prog: str = PROG) -> None:
+    """Parses ``argv`` (the flags after ``serve``) and serves; `aisp_trl.cli.main` wraps it so that user errors print
+    one line and exit with status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with one_line_errors(prog, debug=debug):
-        serve(parse_args(argv, prog))
+    serve(parse_args(argv, prog))

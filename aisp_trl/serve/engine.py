@@ -36,7 +36,8 @@ from ..hooks import find_output_layer
 from ..rewards import RewardFunction
 from .guard import SearchAbandoned, StoppableDecoder, TieGuardDecoder
 from .methods import build_sampler, rows_per_query
-from .protocol import Answer, SearchSpec
+from .protocol import SearchSpec
+from .responses import Answer
 from .rewards import PerQueryReward
 
 logger = logging.getLogger(__name__)

@@ -29,54 +29,20 @@ not implement (``tools``, ``tool_choice``, ``functions``, ``logprobs``, ``top_lo
 ``response_format``, ``stop``, penalties, ``audio``, ``modalities``, ``prediction``, ``reasoning_effort``,
 ``best_of``, ``suffix``, ...).
 
-Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}`` (see `APIError`).
+Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}`` (see `aisp_trl.serve.errors`).
+Prompt rendering and tokenization live in `aisp_trl.serve.prompting`, the response bodies in
+`aisp_trl.serve.responses`.
 """
 
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import AISPConfig
-from ..prompts import apply_chat_template
+from .errors import APIError, bad_request
 from .methods import METHOD_SETTINGS, SEARCHES_BUDGET
-
-# -- errors -----------------------------------------------------------------------------------------------------
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's shape.
-
-    Args:
-        status (`int`): the HTTP status (400 bad request, 401, 404 unknown model, 429 queue full, 504 timeout, ...).
-        message (`str`): one clear sentence: what is wrong, the value, the fix.
-        type (`str`, defaults to ``"invalid_request_error"``): OpenAI's error type.
-        param (`str`, *optional*): the request field at fault.
-        code (`str`, *optional*): a short machine-readable code.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def _bad(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
-    return APIError(400, message, param=param, code=code)
-
 
 # -- fields -------------------------------------------------------------------------------------------------------
 
@@ -127,6 +93,7 @@ OPENAI_FIELDS = frozenset(
         "logit_bias",
         "logprobs",
         "max_completion_tokens",
+        "max_tokens",
         "messages",
         "metadata",
         "modalities",
@@ -158,7 +125,6 @@ OPENAI_FIELDS = frozenset(
         "user",
         "verbosity",
         "web_search_options",
-        "max_tokens",
     )
 )
 """OpenAI request fields (to tell "not supported here" from "unknown" in error messages)."""
@@ -230,7 +196,9 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
     body = _check_fields(body, CHAT_FIELDS)
     if "max_completion_tokens" in body:
         if "max_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
-            raise _bad("`max_tokens` and `max_completion_tokens` differ; send one of them.", "max_completion_tokens")
+            raise bad_request(
+                "`max_tokens` and `max_completion_tokens` differ; send one of them.", "max_completion_tokens"
+            )
         body["max_tokens"] = body.pop("max_completion_tokens")
     messages = _parse_messages(body.get("messages"))
     request = _parse_common(body, limits, "chat")
@@ -247,32 +215,36 @@ def parse_completion(body: Any, limits: Limits) -> ParsedRequest:
     """
     body = _check_fields(body, COMPLETION_FIELDS)
     if body.get("echo", False) is not False:
-        raise _bad("`echo` is not supported (the answer never repeats the prompt); remove it.", "echo", "unsupported")
+        raise bad_request(
+            "`echo` is not supported (the answer never repeats the prompt); remove it.", "echo", "unsupported_field"
+        )
     request = _parse_common(body, limits, "completion")
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]
     if isinstance(prompt, str):
         if not prompt:
-            raise _bad("`prompt` is empty; send at least one character.", "prompt")
+            raise bad_request("`prompt` is empty; send at least one character.", "prompt")
         request.prompt_text = request.reward_prompt = prompt
     elif isinstance(prompt, list) and prompt and all(_is_int(t) and t >= 0 for t in prompt):
         request.prompt_ids = [int(t) for t in prompt]
     elif isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
-        raise _bad(
+        raise bad_request(
             f"`prompt` holds {len(prompt)} prompts; send one prompt per request (concurrent requests are batched "
             "together by the server).",
             "prompt",
         )
     else:
-        raise _bad("`prompt` must be a non-empty string or a non-empty list of token ids.", "prompt", "missing_prompt")
+        raise bad_request(
+            "`prompt` must be a non-empty string or a non-empty list of token ids.", "prompt", "missing_prompt"
+        )
     return request
 
 
 def _check_fields(body: Any, supported: frozenset[str]) -> dict[str, Any]:
     """The body as a dict without ignored fields; refuses unknown and unsupported ones, naming all of them."""
     if not isinstance(body, dict):
-        raise _bad(f"the request body must be a JSON object, got {type(body).__name__}.", None, "invalid_body")
+        raise bad_request(f"the request body must be a JSON object, got {type(body).__name__}.", None, "invalid_body")
     kept, unknown, unsupported = {}, [], []
     for name, value in body.items():
         if name in IGNORED_FIELDS:
@@ -292,7 +264,7 @@ def _check_fields(body: Any, supported: frozenset[str]) -> dict[str, Any]:
         if unsupported:
             parts.append(f"OpenAI field(s) this server does not support {', '.join(map(repr, sorted(unsupported)))}")
         allowed = ", ".join(sorted(supported))
-        raise _bad(
+        raise bad_request(
             f"{' and '.join(parts)}; remove them. Accepted fields: {allowed}.",
             sorted(unknown + unsupported)[0],
             "unknown_field" if unknown else "unsupported_field",
@@ -308,15 +280,17 @@ def _same(value: Any, neutral: Any) -> bool:
 
 def _parse_messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
-        raise _bad("`messages` must be a non-empty list of {role, content} objects.", "messages", "missing_messages")
+        raise bad_request(
+            "`messages` must be a non-empty list of {role, content} objects.", "messages", "missing_messages"
+        )
     parsed = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _bad(f"`{where}` must be an object with `role` and `content`.", where)
+            raise bad_request(f"`{where}` must be an object with `role` and `content`.", where)
         extra = sorted(set(message) - {"role", "content", "name"})
         if extra:
-            raise _bad(
+            raise bad_request(
                 f"`{where}` has field(s) {', '.join(map(repr, extra))} this server does not support (text messages "
                 "only: role, content, name); remove them.",
                 f"{where}.{extra[0]}",
@@ -324,14 +298,14 @@ def _parse_messages(messages: Any) -> list[dict[str, str]]:
             )
         role = message.get("role")
         if role not in ("system", "developer", "user", "assistant"):
-            raise _bad(
+            raise bad_request(
                 f"`{where}.role` {role!r} is not supported; use system, developer, user or assistant.", f"{where}.role"
             )
         parsed.append(
             {"role": "system" if role == "developer" else role, "content": _text(message.get("content"), where)}
         )
     if parsed[-1]["role"] != "user":
-        raise _bad(
+        raise bad_request(
             f"`messages` ends with a {parsed[-1]['role']!r} message; end with the user message to answer.",
             f"messages[{len(parsed) - 1}].role",
         )
@@ -346,21 +320,21 @@ def _text(content: Any, where: str) -> str:
         texts = []
         for j, part in enumerate(content):
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(
+                raise bad_request(
                     f"`{where}.content[{j}]` is a {part.get('type')!r} part; only text parts are supported.",
                     f"{where}.content",
                     "unsupported_content",
                 )
             texts.append(part["text"])
         return "".join(texts)
-    raise _bad(f"`{where}.content` must be a string or a list of text parts.", f"{where}.content")
+    raise bad_request(f"`{where}.content` must be a string or a list of text parts.", f"{where}.content")
 
 
 def _parse_common(body: dict[str, Any], limits: Limits, kind: str) -> ParsedRequest:
     """The fields both endpoints share: model, method, reward, budget, horizon, seed, settings, n, stream."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _bad(f"`model` is required; this server serves {limits.model_name!r}.", "model", "missing_model")
+        raise bad_request(f"`model` is required; this server serves {limits.model_name!r}.", "model", "missing_model")
     if model != limits.model_name:
         raise APIError(
             404,
@@ -370,10 +344,10 @@ def _parse_common(body: dict[str, Any], limits: Limits, kind: str) -> ParsedRequ
         )
     method = body.get("method", "aisp")
     if not isinstance(method, str) or method not in METHOD_SETTINGS:
-        raise _bad(f"`method` {method!r} is not one of {', '.join(METHOD_SETTINGS)}.", "method")
+        raise bad_request(f"`method` {method!r} is not one of {', '.join(METHOD_SETTINGS)}.", "method")
     reward = body.get("reward", limits.rewards[0])
     if not isinstance(reward, str) or reward not in limits.rewards:
-        raise _bad(
+        raise bad_request(
             f"`reward` {reward!r} is not one of this server's rewards: {', '.join(limits.rewards)} (GET /v1/models "
             "lists them; rewards are chosen when the server starts, with --reward NAME=SPEC).",
             "reward",
@@ -383,9 +357,9 @@ def _parse_common(body: dict[str, Any], limits: Limits, kind: str) -> ParsedRequ
     sample_size, n_iterations = _budget(body, method, limits)
     horizon = body.get("max_tokens", limits.default_max_tokens)
     if not _is_int(horizon) or horizon < 1:
-        raise _bad(f"`max_tokens` must be an integer >= 1, got {horizon!r}.", "max_tokens")
+        raise bad_request(f"`max_tokens` must be an integer >= 1, got {horizon!r}.", "max_tokens")
     if horizon > limits.max_new_tokens:
-        raise _bad(
+        raise bad_request(
             f"`max_tokens` {horizon} exceeds this server's limit of {limits.max_new_tokens} new tokens "
             "(--max_new_tokens); ask for fewer.",
             "max_tokens",
@@ -393,24 +367,24 @@ def _parse_common(body: dict[str, Any], limits: Limits, kind: str) -> ParsedRequ
         )
     seed = body.get("seed")
     if seed is not None and (not _is_int(seed) or not 0 <= seed < _SEED_LIMIT):
-        raise _bad(f"`seed` must be an integer in [0, 2**63), got {seed!r}.", "seed")
+        raise bad_request(f"`seed` must be an integer in [0, 2**63), got {seed!r}.", "seed")
     spec = SearchSpec(method, reward, int(horizon), sample_size, n_iterations, seed, tuple(sorted(settings.items())))
     n = body.get("n", 1)
     if not _is_int(n) or n < 1:
-        raise _bad(f"`n` must be an integer >= 1, got {n!r}.", "n")
+        raise bad_request(f"`n` must be an integer >= 1, got {n!r}.", "n")
     if n > spec.budget:
-        raise _bad(
+        raise bad_request(
             f"`n` {n} exceeds the {spec.budget} sample(s) method {method!r} draws; lower `n` or raise the budget.",
             "n",
         )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise _bad(f"`stream` must be true or false, got {stream!r}.", "stream")
+        raise bad_request(f"`stream` must be true or false, got {stream!r}.", "stream")
     options = body.get("stream_options", {})
     if options and not stream:
-        raise _bad("`stream_options` is only allowed with `stream: true`.", "stream_options")
+        raise bad_request("`stream_options` is only allowed with `stream: true`.", "stream_options")
     if not isinstance(options, dict) or set(options) - {"include_usage"}:
-        raise _bad('`stream_options` supports only {"include_usage": true|false}.', "stream_options")
+        raise bad_request('`stream_options` supports only {"include_usage": true|false}.', "stream_options")
     return ParsedRequest(kind, spec, int(n), stream, bool(options.get("include_usage", False)))
 
 
@@ -422,7 +396,7 @@ def _method_settings(body: dict[str, Any], method: str) -> dict[str, Any]:
     if foreign:
         users = {name: [m for m, names in METHOD_SETTINGS.items() if name in names] for name in foreign}
         hint = "; ".join(f"`{name}` applies to method {' / '.join(map(repr, m))}" for name, m in users.items())
-        raise _bad(
+        raise bad_request(
             f"method {method!r} does not take {', '.join(map(repr, foreign))} ({hint}); remove them or change "
             "`method`.",
             foreign[0],
@@ -432,25 +406,25 @@ def _method_settings(body: dict[str, Any], method: str) -> dict[str, Any]:
     if method in ("aisp", "bon_gaussian"):
         for name, value in settings.items():
             if name == "proposal" and not isinstance(value, str):
-                raise _bad(f"`proposal` must be a string such as 'ar1', got {value!r}.", name)
+                raise bad_request(f"`proposal` must be a string such as 'ar1', got {value!r}.", name)
             if name != "proposal" and not (name == "lam" and isinstance(value, str)) and not _is_number(value):
-                raise _bad(f"`{name}` must be a number, got {value!r}.", name)
+                raise bad_request(f"`{name}` must be a number, got {value!r}.", name)
         try:
             checked = AISPConfig(**settings)
         except (ValueError, TypeError) as error:
-            raise _bad(str(error), _named_field(str(error), settings)) from None
+            raise bad_request(str(error), _named_field(str(error), settings)) from None
         if "lam" in settings:
             settings["lam"] = checked.lam
     if method == "bon_top_p":
         temperature, top_p = settings.get("temperature", 1.0), settings.get("top_p", 0.9)
         if not _is_number(temperature) or not 0 < temperature < float("inf"):
-            raise _bad(
+            raise bad_request(
                 f"`temperature` must be a number > 0 for method 'bon_top_p', got {temperature!r}; for greedy decoding "
                 "use method 'greedy'.",
                 "temperature",
             )
         if not _is_number(top_p) or not 0 < top_p <= 1:
-            raise _bad(f"`top_p` must lie in (0, 1], got {top_p!r}.", "top_p")
+            raise bad_request(f"`top_p` must lie in (0, 1], got {top_p!r}.", "top_p")
         settings = {name: float(value) for name, value in settings.items()}
     return settings
 
@@ -460,10 +434,10 @@ def _budget(body: dict[str, Any], method: str, limits: Limits) -> tuple[int, int
     given = {name: body[name] for name in ("budget", "sample_size", "n_iterations") if name in body}
     for name, value in given.items():
         if not _is_int(value) or value < 1:
-            raise _bad(f"`{name}` must be an integer >= 1, got {value!r}.", name)
+            raise bad_request(f"`{name}` must be an integer >= 1, got {value!r}.", name)
     if not SEARCHES_BUDGET[method]:
         if given:
-            raise _bad(
+            raise bad_request(
                 f"method {method!r} decodes one response and takes no budget; remove {', '.join(map(repr, given))}.",
                 next(iter(given)),
                 "unsupported_setting",
@@ -473,13 +447,13 @@ def _budget(body: dict[str, Any], method: str, limits: Limits) -> tuple[int, int
     if budget is not None:
         if n is not None and kappa is not None:
             if n * kappa != budget:
-                raise _bad(
+                raise bad_request(
                     f"`budget` {budget} != sample_size {n} * n_iterations {kappa}; send two of the three.", "budget"
                 )
         elif n is not None or kappa is not None:
             name, value = ("sample_size", n) if n is not None else ("n_iterations", kappa)
             if budget % value:
-                raise _bad(
+                raise bad_request(
                     f"`budget` {budget} is not a multiple of `{name}` {value}; pick values whose product is the "
                     "budget.",
                     "budget",
@@ -491,7 +465,7 @@ def _budget(body: dict[str, Any], method: str, limits: Limits) -> tuple[int, int
     n = n if n is not None else limits.default_sample_size
     kappa = kappa if kappa is not None else limits.default_n_iterations
     if n * kappa > limits.max_budget:
-        raise _bad(
+        raise bad_request(
             f"the budget sample_size * n_iterations = {n} * {kappa} = {n * kappa} exceeds this server's limit of "
             f"{limits.max_budget} samples (--max_budget); ask for fewer.",
             "budget" if budget is not None else ("sample_size" if "sample_size" in given else "n_iterations"),
@@ -511,217 +485,3 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# -- prompts ------------------------------------------------------------------------------------------------------
-
-
-def render_prompt(request: ParsedRequest, tokenizer: Any) -> None:
-    """Sets ``request.prompt_text`` (and ``add_special_tokens``) for a chat request from its messages.
-
-    A single user message goes through `aisp_trl.prompts.apply_chat_template` (as ``aisp-trl generate`` renders
-    prompts); a conversation through the tokenizer's own chat template. A tokenizer without a template takes a single
-    user message as plain text.
-    """
-    if request.kind != "chat":
-        return
-    messages = request.messages
-    has_template = getattr(tokenizer, "chat_template", None) is not None
-    if len(messages) == 1:
-        request.prompt_text = apply_chat_template(tokenizer, [messages[0]["content"]])[0]
-    elif has_template:
-        request.prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        raise _bad(
-            "this model's tokenizer has no chat template, so only a single user message can be answered; send one "
-            "message or use /v1/completions.",
-            "messages",
-            "no_chat_template",
-        )
-    request.add_special_tokens = not has_template  # the template holds the special tokens
-    if not request.prompt_text:
-        raise _bad("the prompt is empty; send a non-empty user message.", "messages")
-
-
-def tokenize(request: ParsedRequest, tokenizer: Any, vocab_size: int, context_length: int | None) -> list[int]:
-    """The query's token ids, checked against the vocabulary and the model's context (prompt + horizon)."""
-    if request.prompt_ids is not None:
-        ids = request.prompt_ids
-        bad = next((t for t in ids if t >= vocab_size), None)
-        if bad is not None:
-            raise _bad(f"`prompt` holds token id {bad}, outside this model's vocabulary of {vocab_size}.", "prompt")
-    else:
-        ids = tokenizer(request.prompt_text, add_special_tokens=request.add_special_tokens).input_ids
-    if not ids:
-        raise _bad(
-            "the prompt tokenizes to no tokens; send a non-empty prompt.",
-            "messages" if request.kind == "chat" else "prompt",
-        )
-    if request.prompt_ids is not None:
-        request.reward_prompt = tokenizer.decode(ids, skip_special_tokens=True)
-    if context_length is not None and len(ids) + request.spec.horizon > context_length:
-        raise _bad(
-            f"the prompt has {len(ids)} tokens and `max_tokens` is {request.spec.horizon}: "
-            f"{len(ids) + request.spec.horizon} positions, beyond this model's context of {context_length}; shorten "
-            "the prompt or lower `max_tokens`.",
-            "messages" if request.kind == "chat" else "prompt",
-            "context_length_exceeded",
-        )
-    return list(ids)
-
-
-# -- responses ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Answer:
-    """What the engine returns for one request: its search result and how it was run."""
-
-    result: Any  # AISPResult
-    seed: int
-    batch_size: int  # distinct queries searched together
-    rerun_alone: bool  # flagged by the tie check and searched again alone
-    queued_seconds: float
-    search_seconds: float
-    eos_token_ids: frozenset[int] = frozenset()
-
-
-def new_id(kind: str) -> str:
-    return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-
-
-def choices_of(request: ParsedRequest, answer: Answer) -> list[dict[str, Any]]:
-    """The ``n`` best samples as ``{"index", "text", "finish_reason", "reward"}`` (best first)."""
-    picked = []
-    for index, sample in enumerate(answer.result.top(request.n)):
-        ended = bool(sample.completion_ids) and sample.completion_ids[-1] in answer.eos_token_ids
-        finish = "stop" if ended else "length"  # the decode stopped at EOS, or ran to the horizon
-        picked.append({"index": index, "text": sample.completion, "finish_reason": finish, "reward": sample.reward})
-    return picked
-
-
-def usage_of(answer: Answer) -> dict[str, int]:
-    """OpenAI usage: ``completion_tokens`` counts every token of every sample of the search (the compute bill)."""
-    prompt_tokens = len(answer.result.query_ids)
-    completion_tokens = sum(len(s.completion_ids) for s in answer.result.samples)
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def aisp_info(request: ParsedRequest, answer: Answer, choices: list[dict[str, Any]]) -> dict[str, Any]:
-    """The extra ``aisp`` object: how the answer was searched and what the search saw."""
-    spec, result = request.spec, answer.result
-    return {
-        "method": spec.method,
-        "reward": spec.reward,
-        "seed": answer.seed,
-        # as searched: AISP runs kappa iterations of n; best-of-n draws all N at once; greedy decodes one
-        "sample_size": spec.sample_size if spec.method == "aisp" else spec.budget,
-        "n_iterations": spec.n_iterations if spec.method == "aisp" else 1,
-        "budget": spec.budget,
-        "horizon": spec.horizon,
-        "settings": dict(spec.settings),
-        "samples_used": len(result.samples),
-        "best_reward": result.best.reward,
-        "choice_rewards": [c["reward"] for c in choices],
-        "best_so_far": list(result.best_so_far),
-        "mean_reward": list(result.mean_reward),
-        "ess": list(result.ess),
-        "batch_size": answer.batch_size,
-        "rerun_alone": answer.rerun_alone,
-        "queued_seconds": round(answer.queued_seconds, 4),
-        "search_seconds": round(answer.search_seconds, 4),
-    }
-
-
-def completion_body(request: ParsedRequest, answer: Answer, model: str, response_id: str, created: int) -> dict:
-    """A ``ChatCompletion`` (chat) or ``Completion`` body, with ``usage`` and the extra ``aisp`` object."""
-    choices = choices_of(request, answer)
-    if request.kind == "chat":
-        body_choices = [
-            {
-                "index": c["index"],
-                "message": {"role": "assistant", "content": c["text"]},
-                "finish_reason": c["finish_reason"],
-                "logprobs": None,
-            }
-            for c in choices
-        ]
-        obj = "chat.completion"
-    else:
-        body_choices = [
-            {"index": c["index"], "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None}
-            for c in choices
-        ]
-        obj = "text_completion"
-    return {
-        "id": response_id,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": body_choices,
-        "usage": usage_of(answer),
-        "aisp": aisp_info(request, answer, choices),
-    }
-
-
-_PIECES = re.compile(r"\s*\S+|\s+")
-
-
-def stream_chunks(request: ParsedRequest, answer: Answer, model: str, response_id: str, created: int) -> list[dict]:
-    """The answer as stream chunks: per choice a role chunk (chat), its text in word pieces and a finish chunk (which
-    carries the ``aisp`` object), then a usage chunk when ``stream_options.include_usage`` asked for one."""
-    choices = choices_of(request, answer)
-    chat = request.kind == "chat"
-    obj = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(choice_list: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        body = {"id": response_id, "object": obj, "created": created, "model": model, "choices": choice_list}
-        return {**body, **extra}
-
-    def piece(index: int, text: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
-        if chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-            if text is not None:
-                delta["content"] = text
-            return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
-
-    chunks = []
-    for c in choices:
-        if chat:
-            chunks.append(chunk([piece(c["index"], "", None, role=True)]))
-        chunks.extend(chunk([piece(c["index"], p, None)]) for p in _PIECES.findall(c["text"]))
-        last = chunk([piece(c["index"], None if chat else "", c["finish_reason"])])
-        if c is choices[-1]:
-            last["aisp"] = aisp_info(request, answer, choices)
-        chunks.append(last)
-    if request.include_usage:
-        chunks.append(chunk([], usage=usage_of(answer)))
-    return chunks
-
-
-def models_body(limits: Limits, methods: list[str], created: int | None = None) -> dict[str, Any]:
-    """``GET /v1/models``: the served model, with the rewards, methods and limits a request may use."""
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": limits.model_name,
-                "object": "model",
-                "created": created if created is not None else int(time.time()),
-                "owned_by": "aisp-trl",
-                "aisp": {
-                    "rewards": list(limits.rewards),
-                    "methods": methods,
-                    "max_budget": limits.max_budget,
-                    "max_new_tokens": limits.max_new_tokens,
-                    "default_max_tokens": limits.default_max_tokens,
-                    "context_length": limits.context_length,
-                },
-            }
-        ],
-    }
