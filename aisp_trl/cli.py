@@ -1,4 +1,5 @@
 """`aisp-trl generate`: AISP next to plain greedy decoding, per prompt, on the embedded default or your model.
+`aisp-trl serve`: AISP behind an OpenAI-compatible endpoint (see `aisp_trl.serve.cli`).
 
 aisp-trl generate                                   # SmolLM2-135M-Instruct + VADER, built-in prompts
 aisp-trl generate --num_prompts 4 --n_iterations 8 --lam 0.2
@@ -66,7 +67,10 @@ DEFAULT_SEED = 0
 USER_ERRORS = (ValueError, TypeError, OSError)
 """What bad input raises (``FileNotFoundError`` and transformers' "not a model folder" are ``OSError``s): printed as
 one line, the traceback only with ``--debug`` or ``AISP_TRL_DEBUG=1``."""
-COMMANDS = {"generate": "AISP next to plain greedy decoding, per prompt (embedded SmolLM2 or your model)"}
+COMMANDS = {
+    "generate": "AISP next to plain greedy decoding, per prompt (embedded SmolLM2 or your model)",
+    "serve": "AISP behind an OpenAI-compatible endpoint (/v1/chat/completions, /v1/completions)",
+}
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:
@@ -200,6 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         top.print_help(sys.stderr)
         raise SystemExit(2)
     with one_line_errors(f"{PROG} {command.command}", debug=debug):
+        if command.command == "serve":  # imported on use: FastAPI and uvicorn load only for the server
+            from .serve.cli import main as serve
+
+            serve(argv[1:], prog=f"{PROG} serve")
+            return
         args, config = make_parser().parse_args_and_config(argv[1:])
         run(args, config)
 

@@ -1,0 +1,102 @@
+"""Method name -> sampler: the one function the server builds its samplers with (`build_sampler`).
+
+`METHOD_SETTINGS` says which request fields tune each method; anything else a request sends for a method is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import GenerationConfig
+
+from .. import AISPSampler, BestOfNSampler, GaussianBestOfNSampler, GreedySampler, LengthSampler
+from ..rewards import RewardFunction
+
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "aisp": ("sigma2", "lam", "alpha", "ess_target", "proposal", "rho", "sigma_decay"),
+    "bon_top_p": ("temperature", "top_p"),
+    "bon_gaussian": ("sigma2",),
+    "greedy": (),
+}
+"""The samplers a request may pick (``method``) and the settings each takes besides the budget, horizon and seed."""
+
+SEARCHES_BUDGET: dict[str, bool] = {"aisp": True, "bon_top_p": True, "bon_gaussian": True, "greedy": False}
+"""Whether a method spends a sample budget (greedy decodes one response and takes no budget)."""
+
+
+def build_sampler(
+    method: str,
+    model: Any,
+    tokenizer: Any,
+    reward: RewardFunction,
+    horizon: int,
+    *,
+    sample_size: int,
+    n_iterations: int,
+    seed: int,
+    prompt_batch_size: int,
+    settings: dict[str, Any],
+) -> AISPSampler | BestOfNSampler | GreedySampler:
+    """A fresh sampler for one batch (so per-query call counts, which enter the noise streams, start at zero).
+
+    Args:
+        method (`str`): a key of `METHOD_SETTINGS`.
+        model, tokenizer, reward: what every sampler takes (a ``vllm.LLM`` works as ``model``).
+        horizon (`int`): max new tokens of every query of the batch.
+        sample_size, n_iterations (`int`): the budget N = sample_size * n_iterations (best-of-n draws all N at once).
+        seed (`int`): the seed of every query's noise stream.
+        prompt_batch_size (`int`): queries decoded together (the batch's distinct queries).
+        settings (`dict`): the method's settings from `METHOD_SETTINGS` that the request gave.
+
+    Returns:
+        The sampler; its ``search(queries, prompts=...)`` returns one `AISPResult` per query.
+    """
+    length = LengthSampler(horizon, horizon + 1)
+    if method == "aisp":
+        return AISPSampler(
+            model,
+            tokenizer,
+            reward,
+            length,
+            sample_size=sample_size,
+            seed=seed,
+            n_iterations=n_iterations,
+            prompt_batch_size=prompt_batch_size,
+            **settings,
+        )
+    if method == "bon_top_p":
+        config = None
+        if settings:  # nucleus sampling as BestOfNSampler's default (top_p 0.9, T 1), with the request's values
+            config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
+            config.update(do_sample=True, top_k=0, **{"top_p": 0.9, "temperature": 1.0, **settings})
+        return BestOfNSampler(
+            model,
+            tokenizer,
+            reward,
+            length,
+            sample_size=sample_size * n_iterations,
+            seed=seed,
+            generation_config=config,
+        )
+    if method == "bon_gaussian":
+        return GaussianBestOfNSampler(
+            model,
+            tokenizer,
+            reward,
+            length,
+            sample_size=sample_size * n_iterations,
+            seed=seed,
+            prompt_batch_size=prompt_batch_size,
+            **settings,
+        )
+    if method == "greedy":
+        return GreedySampler(model, tokenizer, reward, length, prompt_batch_size=prompt_batch_size)
+    raise ValueError(f"`method` {method!r} is not one of {list(METHOD_SETTINGS)}.")
+
+
+def rows_per_query(method: str, sample_size: int, n_iterations: int) -> int:
+    """How many consecutive rows one query brings to a scoring call of its method's sampler."""
+    if method == "greedy":
+        return 1
+    return sample_size if method == "aisp" else sample_size * n_iterations
