@@ -1,17 +1,17 @@
-"""Method name -> sampler: the one function the server builds its samplers with (`build_sampler`).
+"""Method name -> sampler: the server builds its samplers through the package's method table (`build_sampler`).
 
 `METHOD_SETTINGS` says which request fields tune each method; anything else a request sends for a method is refused.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from transformers import GenerationConfig
-
-from .. import AISPSampler, BestOfNSampler, GaussianBestOfNSampler, GreedySampler, LengthSampler
+from ..config import AISPConfig
 from ..rewards import RewardFunction
+from ..samplers import registry
+from ..samplers.base import SamplerBase
+from ..samplers.registry import MethodOptions
 
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "aisp": ("sigma2", "lam", "alpha", "ess_target", "proposal", "rho", "sigma_decay"),
@@ -37,8 +37,9 @@ def build_sampler(
     seed: int,
     prompt_batch_size: int,
     settings: dict[str, Any],
-) -> AISPSampler | BestOfNSampler | GreedySampler:
-    """A fresh sampler for one batch (so per-query call counts, which enter the noise streams, start at zero).
+) -> SamplerBase:
+    """A fresh sampler for one batch, from the package's method table (`aisp_trl.samplers.registry.METHODS`), so
+    per-query call counts, which enter the noise streams, start at zero.
 
     Args:
         method (`str`): a key of `METHOD_SETTINGS`.
@@ -52,47 +53,20 @@ def build_sampler(
     Returns:
         The sampler; its ``search(queries, prompts=...)`` returns one `AISPResult` per query.
     """
-    length = LengthSampler(horizon, horizon + 1)
-    if method == "aisp":
-        return AISPSampler(
-            model,
-            tokenizer,
-            reward,
-            length,
-            sample_size=sample_size,
-            seed=seed,
-            n_iterations=n_iterations,
-            prompt_batch_size=prompt_batch_size,
-            **settings,
-        )
-    if method == "bon_top_p":
-        config = None
-        if settings:  # nucleus sampling as BestOfNSampler's default (top_p 0.9, T 1), with the request's values
-            config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
-            config.update(do_sample=True, top_k=0, **{"top_p": 0.9, "temperature": 1.0, **settings})
-        return BestOfNSampler(
-            model,
-            tokenizer,
-            reward,
-            length,
-            sample_size=sample_size * n_iterations,
-            seed=seed,
-            generation_config=config,
-        )
-    if method == "bon_gaussian":
-        return GaussianBestOfNSampler(
-            model,
-            tokenizer,
-            reward,
-            length,
-            sample_size=sample_size * n_iterations,
-            seed=seed,
-            prompt_batch_size=prompt_batch_size,
-            **settings,
-        )
-    if method == "greedy":
-        return GreedySampler(model, tokenizer, reward, length, prompt_batch_size=prompt_batch_size)
-    raise ValueError(f"`method` {method!r} is not one of {list(METHOD_SETTINGS)}.")
+    config = AISPConfig(
+        sample_size=sample_size,
+        n_iterations=n_iterations,
+        seed=seed,
+        prompt_batch_size=prompt_batch_size,
+        **(settings if method == "aisp" else {}),
+    )
+    options = MethodOptions(
+        top_p=settings.get("top_p", 0.9),
+        temperature=settings.get("temperature", 1.0),
+        bon_sigma2=settings.get("sigma2", 0.5) if method == "bon_gaussian" else 0.5,
+        bon_prompt_batch_size=prompt_batch_size,
+    )
+    return registry.build_sampler(method, model, tokenizer, reward, horizon, config, options)
 
 
 def rows_per_query(method: str, sample_size: int, n_iterations: int) -> int:

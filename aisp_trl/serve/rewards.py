@@ -17,11 +17,7 @@ from typing import Any
 import torch
 
 from ..rewards import RewardFunction, TextReward
-
-try:  # the package's one parser of reward names: aisp_trl.rewards.build_reward since the restructuring
-    from ..rewards import build_reward as build_named_reward
-except ImportError:  # before it: aisp_trl.compare.build_reward_by_name
-    from ..compare import build_reward_by_name as build_named_reward
+from ..rewards import build_reward as build_named_reward
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-+]+$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
