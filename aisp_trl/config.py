@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from .proposals import PROPOSALS
 
+SEARCH_SETTINGS: tuple[str, ...] = ("sigma2", "lam", "alpha", "ess_target", "proposal", "rho", "sigma_decay")
+"""The `AISPConfig` fields that shape the search itself (besides the budget, batching and seed): what a benchmark
+variant, a recipe flag or a server request may tune."""
+
 
 @dataclass
 class AISPConfig:

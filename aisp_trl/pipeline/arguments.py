@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .._validation import check_int
-from ..config import AISPConfig
+from ..config import SEARCH_SETTINGS, AISPConfig
 from ..data import (
     BUILTIN,
     DATASET_FORMATS,
@@ -116,19 +116,7 @@ class PromptArguments:
         _next_post_init(self, PromptArguments)
 
 
-_AISP_FIELDS = (
-    "sample_size",
-    "n_iterations",
-    "sigma2",
-    "lam",
-    "alpha",
-    "ess_target",
-    "proposal",
-    "rho",
-    "sigma_decay",
-    "reuse_samples",
-    "prompt_batch_size",
-)
+_AISP_FIELDS = ("sample_size", "n_iterations", *SEARCH_SETTINGS, "reuse_samples", "prompt_batch_size")
 _AISP_DEFAULTS = {f.name: f.default for f in fields(AISPConfig)}
 _AISP_HELP = {f.name: dict(f.metadata) for f in fields(AISPConfig)}
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import AISPConfig
+from ..config import SEARCH_SETTINGS, AISPConfig
 from ..rewards import RewardFunction
 from ..samplers import registry
 from ..samplers.base import SamplerBase
 from ..samplers.registry import MethodOptions
 
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
-    "aisp": ("sigma2", "lam", "alpha", "ess_target", "proposal", "rho", "sigma_decay"),
+    "aisp": SEARCH_SETTINGS,
     "bon_top_p": ("temperature", "top_p"),
     "bon_gaussian": ("sigma2",),
     "greedy": (),

@@ -41,25 +41,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import AISPConfig
+from ..config import SEARCH_SETTINGS
 from .errors import APIError, bad_request
 from .methods import METHOD_SETTINGS, SEARCHES_BUDGET
 
 # -- fields -------------------------------------------------------------------------------------------------------
 
-AISP_FIELDS = (
-    "method",
-    "reward",
-    "budget",
-    "sample_size",
-    "n_iterations",
-    "sigma2",
-    "lam",
-    "alpha",
-    "ess_target",
-    "proposal",
-    "rho",
-    "sigma_decay",
-)
+AISP_FIELDS = ("method", "reward", "budget", "sample_size", "n_iterations", *SEARCH_SETTINGS)
 """The extra body fields of AISP (the OpenAI ``temperature`` / ``top_p`` / ``seed`` / ``n`` / ``max_tokens`` too)."""
 
 _COMMON_FIELDS = ("model", "n", "max_tokens", "seed", "stream", "stream_options", "temperature", "top_p")
