@@ -3,16 +3,9 @@
 from .config import AISPConfig
 from .controllers import PrelogitController, ValueMLP
 from .decoding import Decoder, HFDecoder
-from .evaluation.metrics import (
-    aggregate_curves,
-    bon_curve,
-    coherence,
-    distinct_ngram_diversity,
-    kl_from_base,
-    paired_win_rate,
-    stepwise_kl_from_base,
-    token_flip_rate,
-)
+from .evaluation.curves import aggregate_curves, bon_curve, paired_win_rate
+from .evaluation.metrics import kl_from_base, stepwise_kl_from_base, token_flip_rate
+from .evaluation.text import coherence, distinct_ngram_diversity
 from .hooks import capture_prelogits, find_output_layer, perturb_prelogits, transform_prelogits
 from .proposals import AR1Proposal, IIDProposal, Proposal, SteeringProposal, make_proposal
 from .rewards import (

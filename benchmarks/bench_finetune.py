@@ -60,9 +60,10 @@ import torch
 from _common import UnitStore, rescore_samples, reward_key, seed_mean
 
 from aisp_trl.data import build_preference_dataset, build_sft_dataset, prompt_text
-from aisp_trl.evaluation.metrics import coherence, distinct_ngram_diversity, token_nll
+from aisp_trl.evaluation.metrics import token_nll
 from aisp_trl.evaluation.report import agg_figure, format_ci, smoke_test_warning, write_report_files
 from aisp_trl.evaluation.stats import bootstrap_ci, bootstrap_ratio_ci, format_paired, paired_comparison
+from aisp_trl.evaluation.text import coherence, distinct_ngram_diversity
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import (
     AISPGenerationArguments,

@@ -51,7 +51,7 @@ from _common import UnitStore, atomic_write_json, rescore_samples, reward_key
 
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
-from aisp_trl.evaluation.metrics import coherence, degenerate_reasons, distinct_ngram_diversity, token_nll
+from aisp_trl.evaluation.metrics import token_nll
 from aisp_trl.evaluation.report import agg_figure, format_ci, write_report_files
 from aisp_trl.evaluation.stats import (
     bootstrap_ci,
@@ -61,6 +61,7 @@ from aisp_trl.evaluation.stats import (
     paired_comparison,
     samples_to_match,
 )
+from aisp_trl.evaluation.text import coherence, degenerate_reasons, distinct_ngram_diversity
 from aisp_trl.models import EMBEDDED_MODEL, load_model_and_tokenizer
 from aisp_trl.pipeline import tokenize_prompts
 from aisp_trl.rewards import SentenceEmbedder, build_reward, check_reward_spec
@@ -325,7 +326,7 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "MiniLM cosine of prompt and answer; diversity: distinct 2-4-grams of the answer (1 = no repeats, "
         "repetitive text toward 0); repetitive / off-topic: chosen answers (over prompts and seeds) with a word "
         "3-gram twice or a word three times in a row, and those sharing no content word with the prompt "
-        "(`aisp_trl.evaluation.metrics.degenerate_reasons`).",
+        "(`aisp_trl.evaluation.text.degenerate_reasons`).",
         "",
     ]
     for reward, section in report["rewards"].items():

@@ -109,8 +109,8 @@ def test_layers_point_one_way():
 def test_no_module_over_the_size_of_one_concern():
     sizes = {_module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     # over 500 lines but one concern each: the built-in prompt texts, the prompt / dataset I/O of the recipes, the
-    # trained pre-logit modules and their fitting, the paper's metrics
-    one_concern = {"aisp_trl.prompts", "aisp_trl.data", "aisp_trl.controllers", "aisp_trl.evaluation.metrics"}
+    # trained pre-logit modules and their fitting
+    one_concern = {"aisp_trl.prompts", "aisp_trl.data", "aisp_trl.controllers"}
     too_big = {name: n for name, n in sizes.items() if n > 500 and name not in one_concern}
     assert not too_big, f"modules over 500 lines: {too_big}"
     assert all(sizes[name] < 700 for name in one_concern), {name: sizes[name] for name in one_concern}

@@ -9,20 +9,15 @@ import torch
 from _tiny import EOS_ID, letter_reward, make_model, make_tokenizer
 
 from aisp_trl import AISPSampler, LengthSampler
+from aisp_trl.evaluation.curves import aggregate_curves, best_of_first, bon_curve, paired_win_rate
 from aisp_trl.evaluation.metrics import (
-    aggregate_curves,
-    best_of_first,
-    bon_curve,
-    coherence,
     decode_with_mean,
-    degenerate_reasons,
-    distinct_ngram_diversity,
     kl_from_base,
-    paired_win_rate,
     response_logprobs,
     stepwise_kl_from_base,
     token_flip_rate,
 )
+from aisp_trl.evaluation.text import coherence, degenerate_reasons, distinct_ngram_diversity
 from aisp_trl.hooks import find_output_layer, perturb_prelogits
 from aisp_trl.rewards.embedder import SentenceEmbedder, _pool, default_embedder_path
 from aisp_trl.types import AISPResult, Sample

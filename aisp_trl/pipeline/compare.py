@@ -32,10 +32,8 @@ from tqdm.auto import tqdm
 from .._validation import check_int, check_positive
 from ..config import AISPConfig
 from ..data import load_prompts, prompt_text
-from ..evaluation.metrics import (
-    coherence,
-    response_logprobs,
-)
+from ..evaluation.metrics import response_logprobs
+from ..evaluation.text import coherence
 from ..hooks import find_output_layer
 from ..models import load_model_and_tokenizer
 from ..rewards import RewardFunction, SentenceEmbedder, build_reward

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AISPConfig
-from ..evaluation.metrics import aggregate_curves, bon_curve, distinct_ngram_diversity, paired_win_rate
+from ..evaluation.curves import aggregate_curves, bon_curve, paired_win_rate
 from ..evaluation.report import agg_figure, fmt, write_report_files
 from ..evaluation.stats import bootstrap_ci
+from ..evaluation.text import distinct_ngram_diversity
 from ..samplers.registry import method_label
 from ..types import SearchResult
 
