@@ -97,7 +97,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt_batch_size", type=int, default=8, help="Batched AISP: prompts per batch.")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="Horizon tau (new tokens), every method.")
     parser.add_argument("--bon_sigma2", type=float, default=0.5, help="sigma^2 of BoN (N) (the paper's best).")
-    parser.add_argument("--top_p", type=float, default=0.9, help="BoN (top-p) nucleus mass (temperature 1).")
+    parser.add_argument("--top_p", type=float, default=0.9, help="BoN (top-p) nucleus mass.")
+    parser.add_argument("--temperature", type=float, default=1.0, help="BoN (top-p) sampling temperature.")
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[32, 64, 128], help="N values in the table.")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (pinned for timing).")
     parser.add_argument("--output_dir", default="outputs/bench-vs-bon", help="Units and the report go here.")
@@ -142,7 +143,9 @@ def build_sampler(method: str, overrides: dict[str, Any], seed: int, model, toke
     is ``aisp`` with its `AISPConfig` overrides."""
     config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations,
                         prompt_batch_size=args.prompt_batch_size, seed=seed, **overrides)  # fmt: skip
-    options = MethodOptions(top_p=args.top_p, bon_sigma2=args.bon_sigma2, bon_prompt_batch_size=1)
+    options = MethodOptions(
+        top_p=args.top_p, temperature=args.temperature, bon_sigma2=args.bon_sigma2, bon_prompt_batch_size=1
+    )
     name = method if method in BASELINES else "aisp"
     return registry_build_sampler(name, model, tokenizer, reward, args.max_new_tokens, config, options)
 
@@ -227,7 +230,10 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """What must not change between a unit and the units it is compared with."""
     keys = ("model_name_or_path", "prompt_source", "num_prompts", "sample_size", "n_iterations", "max_new_tokens",
             "bon_sigma2", "top_p")  # fmt: skip
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys}
+    if args.temperature != 1.0:  # recorded when it is not the default, so units made at T = 1 keep matching
+        settings["temperature"] = args.temperature
+    return settings
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -205,3 +205,15 @@ def test_bench_vs_bon_runs_the_control_and_records_tokens(tmp_path):
     assert unit["aisp_config"]["proposal"] == "ar1" and len(unit["prompts"][0]["rewards"]) == 4
     assert all(0 < p["tokens"] <= 4 * 4 for p in unit["prompts"])  # N = 4 samples of at most 4 tokens
     assert "repetitive / off-topic" in (out / "report.md").read_text()
+
+
+def test_bench_vs_bon_tunes_bon_top_p_temperature_and_records_it(tmp_path):
+    script = _script("bench_vs_bon")
+    lm = save_tiny_lm(tmp_path / "lm")
+    base = ["--model_name_or_path", str(lm), "--top_p", "1.0"]
+    hot = script.make_parser().parse_args([*base, "--temperature", "1.5"])
+    default = script.make_parser().parse_args(base)
+    model, tok = make_model("llama"), make_tokenizer()
+    sampler = script.build_sampler("bon_top_p", {}, 0, model, tok, letter_reward(), hot)
+    assert (sampler.gen_config.temperature, sampler.gen_config.top_p) == (1.5, 1.0)
+    assert script.settings_of(hot)["temperature"] == 1.5 and "temperature" not in script.settings_of(default)
