@@ -23,6 +23,22 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def model():
+    """A tiny random 2-layer Llama built from a config (`_tiny.make_model`); test files may define their own."""
+    from _tiny import make_model
+
+    return make_model("llama")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The tiny character tokenizer of `_tiny` that goes with `model`."""
+    from _tiny import make_tokenizer
+
+    return make_tokenizer()
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded SmolLM2-135M-Instruct as `(model, tokenizer)`, loaded once per session (CPU, float32).

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from _tiny import letter_reward, make_model, make_tokenizer
+from _tiny import letter_reward, make_tokenizer
 from torch import nn
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
@@ -16,16 +16,6 @@ from aisp_trl import (
     LengthSampler,
     SequenceClassifierReward,
 )
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_model("llama")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_tokenizer()
 
 
 @pytest.fixture

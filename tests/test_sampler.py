@@ -15,16 +15,6 @@ from aisp_trl.proposals import IIDProposal
 QUERIES = ["the cat", "a dog sat on", "we"]
 
 
-@pytest.fixture(scope="module")
-def model():
-    return make_model("llama")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_tokenizer()
-
-
 def _aisp(model, tok, reward=None, tau=8, **kw):
     kw = {"sample_size": 4, "n_iterations": 3, "sigma2": 1.0, "lam": 0.05, "seed": 0} | kw
     return AISPSampler(model, tok, reward or letter_reward(), LengthSampler(tau, tau + 1), **kw)
@@ -369,7 +359,6 @@ def test_best_of_n_each_call_draws_fresh_samples_and_same_seed_repeats_the_seque
 def test_prompt_prefill_is_computed_once_and_gives_the_same_samples(tok, monkeypatch, arch):
     # rotary (llama) and learned absolute (gpt2) positions: the cached prefill of left-padded prompts must give
     # the positions generate gives them
-    from _tiny import make_model
 
     model = make_model(arch)
     queries = [_ids(tok, q) for q in QUERIES]
