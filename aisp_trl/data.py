@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 from datasets import Dataset, load_dataset, load_from_disk
 
+from .prompts import PROMPT_SPLITS
+
 Message = dict[str, str]
 Prompt = str | list[Message]
 
@@ -38,8 +40,8 @@ BUILTIN = "builtin"
 """Prompt source name that selects the built-in prompts of `aisp_trl.prompts`."""
 GENERAL = "general"
 """Prompt source name that selects `aisp_trl.prompts.GENERAL_PROMPTS`; ``"general:<split>"`` selects one split of
-[`aisp_trl.prompts.prompt_split`] (``train``, ``held_out``, ``tune``, ``bench``)."""
-GENERAL_SOURCES = (GENERAL, *(f"{GENERAL}:{name}" for name in ("train", "held_out", "tune", "bench")))
+[`aisp_trl.prompts.prompt_split`] (``train``, ``held_out``, ``tune``, ``bench``, ``fresh``)."""
+GENERAL_SOURCES = (GENERAL, *(f"{GENERAL}:{name}" for name in PROMPT_SPLITS))
 """Every prompt source name backed by `GENERAL_PROMPTS`."""
 
 PREPROCESSINGS = ("auto", "hh-rlhf", "shp", "none")

@@ -368,7 +368,7 @@ GENERAL_PROMPTS: tuple[str, ...] = (
     "What should I know before my first pottery class?",
 )
 
-PROMPT_SPLITS: tuple[str, ...] = ("train", "held_out", "tune", "bench")
+PROMPT_SPLITS: tuple[str, ...] = ("train", "held_out", "tune", "bench", "fresh")
 """Names accepted by [`prompt_split`]."""
 HELD_OUT_EVERY = 5
 """`GENERAL_PROMPTS[i]` is held out when ``i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1`` (every fifth prompt)."""
@@ -386,12 +386,15 @@ def prompt_split(name: str) -> list[str]:
     - ``"train"``: the training prompts (``i % 5 != 4``);
     - ``"held_out"``: the held-out prompts (``i % 5 == 4``);
     - ``"tune"``: the first 16 training prompts, for tuning sampler hyper-parameters;
-    - ``"bench"``: the first 32 held-out prompts, the prompts a benchmark reports on (never used for tuning).
+    - ``"bench"``: the first 32 held-out prompts, the prompts the first benchmarks reported on (the AISP defaults were
+      re-tuned between runs on them, so they count as tune prompts now);
+    - ``"fresh"``: the held-out prompts after ``"bench"``, which no AISP-vs-BoN run has used; each has a reference
+      answer in `aisp_trl.reference_answers` (the ``"reference"`` reward).
 
-    ``"tune"`` is a subset of ``"train"`` and ``"bench"`` of ``"held_out"``, so tune and bench are disjoint.
+    ``"tune"`` is a subset of ``"train"``, ``"bench"`` and ``"fresh"`` of ``"held_out"``: all three are disjoint.
 
     Args:
-        name (`str`): one of ``"train"``, ``"held_out"``, ``"tune"``, ``"bench"``.
+        name (`str`): one of `PROMPT_SPLITS`.
 
     Returns:
         `list[str]`: The prompts of that split.
@@ -409,6 +412,7 @@ def prompt_split(name: str) -> list[str]:
         "held_out": held_out,
         "tune": train[:NUM_TUNE_PROMPTS],
         "bench": held_out[:NUM_BENCH_PROMPTS],
+        "fresh": held_out[NUM_BENCH_PROMPTS:],
     }[name]
 
 

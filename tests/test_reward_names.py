@@ -49,5 +49,5 @@ def test_every_entry_point_refuses_a_bad_reward_before_a_model_loads(monkeypatch
 
 
 def test_the_reward_table_builds_what_it_names():
-    assert set(REWARD_NAMES) == {"vader", "relevance", "judge"}
+    assert set(REWARD_NAMES) == {"vader", "relevance", "reference", "judge"}
     assert type(build_reward("VADER")).__name__ == "VaderSentimentReward"

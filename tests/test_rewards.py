@@ -179,3 +179,33 @@ def test_judge_rejects_bad_templates_and_answers():
         from aisp_trl.rewards import JudgeReward
 
         JudgeReward(make_model("llama"), make_tokenizer(), yes="yes", no="yeah")
+
+
+def test_every_fresh_prompt_has_a_reference_answer_and_no_other_split_does():
+    from aisp_trl.prompts import prompt_split
+    from aisp_trl.reference_answers import REFERENCE_ANSWERS
+
+    fresh = prompt_split("fresh")
+    assert len(fresh) == 27 and set(REFERENCE_ANSWERS) == set(fresh)
+    assert not set(fresh) & (set(prompt_split("bench")) | set(prompt_split("tune")) | set(prompt_split("train")))
+    assert all(20 <= len(answer.split()) <= 80 for answer in REFERENCE_ANSWERS.values())
+
+
+def test_reference_reward_rewards_saying_what_the_reference_says_not_praise():
+    from aisp_trl.rewards import ReferenceReward, SentenceEmbedder
+
+    reward = ReferenceReward(embedder=SentenceEmbedder(device="cpu"))
+    prompt = "How does yeast make dough rise?"
+    answers = [
+        "Yeast eats the sugar in the flour and gives off carbon dioxide, which the gluten traps, so the dough rises.",
+        "Awesome! Awesome! Awesome! What a wonderful, wonderful, amazing question!",
+        "How does yeast make dough rise? How does yeast make dough rise?",  # echoing the prompt
+        reward.references[prompt],
+    ]
+    scores = reward([prompt] * 4, answers, answers).tolist()
+    assert scores[3] == pytest.approx(1.0, abs=1e-5)
+    assert scores[0] > 0.6 and scores[0] > scores[2] > scores[1]
+    with pytest.raises(ValueError, match="no reference answer"):
+        reward(["Write a poem about cats."], ["cats"], ["cats"])
+    with pytest.raises(ValueError, match="`references`"):
+        ReferenceReward({"p": "  "}, embedder=reward.embedder)

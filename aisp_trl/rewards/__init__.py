@@ -2,7 +2,14 @@
 embedder they share with the metrics (`embedder`), and `build_reward`, the one parser of reward names (`factory`)."""
 
 from .base import CompletionReward, RewardFunction, TextReward, as_reward_function, check_rewards
-from .builtin import JudgeReward, MeanReward, RelevanceReward, SequenceClassifierReward, VaderSentimentReward
+from .builtin import (
+    JudgeReward,
+    MeanReward,
+    ReferenceReward,
+    RelevanceReward,
+    SequenceClassifierReward,
+    VaderSentimentReward,
+)
 from .embedder import SentenceEmbedder, default_embedder_path
 from .factory import REWARD_NAMES, build_reward, check_reward_spec
 
@@ -11,6 +18,7 @@ __all__ = [
     "CompletionReward",
     "JudgeReward",
     "MeanReward",
+    "ReferenceReward",
     "RelevanceReward",
     "RewardFunction",
     "SentenceEmbedder",

@@ -4,13 +4,14 @@ and the mean of several (what ``"vader+relevance"`` builds).
 - `VaderSentimentReward`: VADER's compound sentiment of the completion, in [-1, 1] (the embedded default).
 - `SequenceClassifierReward`: an ``AutoModelForSequenceClassification`` reward model, ``logits[:, 0]``.
 - `RelevanceReward`: MiniLM cosine of prompt and completion.
+- `ReferenceReward`: MiniLM cosine of the completion and a reference answer (repetition cannot game it).
 - `JudgeReward`: ``log P("Yes") - log P("No")`` of a chat model asked whether the answer is good.
 - `MeanReward`: the average of several rewards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,7 +21,14 @@ from .._compat import cache_kwarg, output_cache
 from .base import RewardFunction
 from .embedder import SentenceEmbedder
 
-__all__ = ["JudgeReward", "MeanReward", "RelevanceReward", "SequenceClassifierReward", "VaderSentimentReward"]
+__all__ = [
+    "JudgeReward",
+    "MeanReward",
+    "ReferenceReward",
+    "RelevanceReward",
+    "SequenceClassifierReward",
+    "VaderSentimentReward",
+]
 
 
 class VaderSentimentReward(RewardFunction):
@@ -141,6 +149,62 @@ class RelevanceReward(RewardFunction):
     @property
     def name(self) -> str:
         return "relevance"
+
+
+class ReferenceReward(RewardFunction):
+    """Cosine similarity of the completion's and a reference answer's sentence embeddings (all-MiniLM-L6-v2 by
+    default): how close the answer is to what a strong assistant says for that prompt.
+
+    Unlike VADER, repetition and praise words do not raise it (0.01 for "Awesome! Awesome! ..." against 0.75 for a
+    correct answer on the yeast prompt). It is not proof against everything: echoing the prompt stays on topic and
+    scored 0.72 there, so report it next to the degenerate-answer counts. Values lie in [-1, 1]; reference
+    embeddings are computed once.
+
+    Args:
+        references (`Mapping[str, str]`, *optional*): prompt text -> reference answer; defaults to
+            `aisp_trl.reference_answers.REFERENCE_ANSWERS` (the ``"fresh"`` split of the general prompts).
+        embedder (`SentenceEmbedder`, *optional*): the sentence embedder; defaults to all-MiniLM-L6-v2.
+
+    Raises:
+        ValueError: when scoring a prompt that has no reference answer (never a silent score).
+
+    Example:
+        ```python
+        >>> reward = ReferenceReward({"Explain what a marathon is.": "A 42.195 km running race ..."})
+        >>> reward(["Explain what a marathon is."], ["A marathon is a 42 km foot race."], ["..."])  # tensor([0.8...])
+        ```
+    """
+
+    def __init__(self, references: Mapping[str, str] | None = None, embedder: Any | None = None):
+        if references is None:
+            from ..reference_answers import REFERENCE_ANSWERS
+
+            references = REFERENCE_ANSWERS
+        if not references or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                      for k, v in references.items()):  # fmt: skip
+            raise ValueError("`references` must map prompt texts to non-empty reference answers.")
+        self.references = dict(references)
+        self.embedder = embedder if embedder is not None else SentenceEmbedder()
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def score(self, prompts: list[str], completions: list[str], texts: list[str]) -> list[float]:
+        missing = sorted({p for p in prompts if p not in self.references})
+        if missing:
+            raise ValueError(
+                f"`ReferenceReward` has no reference answer for the prompt {missing[0]!r:.80} (and {len(missing) - 1} "
+                "more); use the prompts it knows (prompt_split('fresh') for the built-in ones) or pass `references`."
+            )
+        new = sorted({p for p in prompts if p not in self._cache})
+        if new:
+            for prompt, vector in zip(new, self.embedder.encode([self.references[p] for p in new]), strict=True):
+                self._cache[prompt] = vector
+        r = torch.stack([self._cache[p] for p in prompts])  # (B, h), unit rows
+        c = self.embedder.encode(completions)  # (B, h), unit rows
+        return (r * c).sum(dim=-1).clamp(-1.0, 1.0).tolist()
+
+    @property
+    def name(self) -> str:
+        return "reference"
 
 
 class MeanReward(RewardFunction):

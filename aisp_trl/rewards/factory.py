@@ -15,20 +15,31 @@ import torch
 
 from ..models import check_device, check_pretrained_source, hub_offline
 from .base import RewardFunction, as_reward_function
-from .builtin import JudgeReward, MeanReward, RelevanceReward, SequenceClassifierReward, VaderSentimentReward
+from .builtin import (
+    JudgeReward,
+    MeanReward,
+    ReferenceReward,
+    RelevanceReward,
+    SequenceClassifierReward,
+    VaderSentimentReward,
+)
 from .embedder import SentenceEmbedder
 
 __all__ = ["REWARD_NAMES", "build_reward", "check_reward_spec"]
 
 
-def _relevance(embedder: SentenceEmbedder | Callable[[], SentenceEmbedder] | None) -> RewardFunction:
-    shared = embedder() if callable(embedder) and not isinstance(embedder, SentenceEmbedder) else embedder
-    return RelevanceReward(shared)
+def _shared(embedder: SentenceEmbedder | Callable[[], SentenceEmbedder] | None) -> SentenceEmbedder | None:
+    """The embedder to share: built on first use when given as a callable."""
+    return embedder() if callable(embedder) and not isinstance(embedder, SentenceEmbedder) else embedder
 
 
 REWARD_NAMES: dict[str, tuple[str, Callable[..., RewardFunction]]] = {
     "vader": ("VADER compound sentiment of the response, in [-1, 1]", lambda embedder: VaderSentimentReward()),
-    "relevance": ("MiniLM cosine of prompt and response (RelevanceReward)", _relevance),
+    "relevance": ("MiniLM cosine of prompt and response (RelevanceReward)", lambda e: RelevanceReward(_shared(e))),
+    "reference": (
+        "MiniLM cosine of the response and the prompt's reference answer (the 'fresh' prompts; ReferenceReward)",
+        lambda e: ReferenceReward(embedder=_shared(e)),
+    ),
     "judge": (
         "log P(Yes) - log P(No) of the embedded SmolLM2 asked if the answer is good",
         lambda e: JudgeReward.embedded(),
