@@ -266,6 +266,12 @@ def checkpoints_of(args: argparse.Namespace) -> list[int]:
     return sorted({c for c in args.checkpoints if c <= total} | {total})
 
 
+def _repetitive(prompt_record: dict[str, Any]) -> bool:
+    """Whether a unit's chosen answer repeats itself (a word 3-gram twice, or a word three times in a row)."""
+    reasons = degenerate_reasons(prompt_record["best_completion"])
+    return bool({"repeated_trigram", "word_run"} & set(reasons))
+
+
 def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
     """Aggregates the saved units into the tables of the report (per reward)."""
     report: dict[str, Any] = {"settings": settings_of(args), "rewards": {}}
@@ -278,6 +284,7 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
         if not by_method:
             continue
         section: dict[str, Any] = {"methods": {}, "paired": {}, "curves": {}}
+        greedy = [p["best_reward"] for p in by_method["greedy"][0]["prompts"]] if "greedy" in by_method else None
         for method, us in by_method.items():
             table = {n: [[best_at(p["rewards"], method, n) for p in u["prompts"]] for u in us] for n in checkpoints}
             row: dict[str, Any] = {"seeds": [u["seed"] for u in us], "seconds": sum(u["seconds"] for u in us) / len(us)}
@@ -293,8 +300,12 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
             # chosen answers that game the reward by repetition, or share no word with the prompt (counted apart)
             reasons = [degenerate_reasons(p["best_completion"], p["prompt"]) for u in us for p in u["prompts"]]
             row["answers"] = len(reasons)
-            row["degenerate"] = sum(bool({"repeated_trigram", "word_run"} & set(r)) for r in reasons)
+            row["degenerate"] = sum(_repetitive(p) for u in us for p in u["prompts"])
             row["off_topic"] = sum("off_topic" in r for r in reasons)
+            if greedy is not None:  # a repetitive chosen answer counts as if the method had answered greedily
+                guarded = [[greedy[j] if _repetitive(p) else p["best_reward"] for j, p in enumerate(u["prompts"])]
+                           for u in us]  # fmt: skip
+                row["degenerate_as_greedy"] = bootstrap_ci(torch.tensor(guarded).nanmean(0).tolist())
             curves = torch.tensor([[curve_of(p["rewards"], method) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row
@@ -332,7 +343,9 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "MiniLM cosine of prompt and answer; diversity: distinct 2-4-grams of the answer (1 = no repeats, "
         "repetitive text toward 0); repetitive / off-topic: chosen answers (over prompts and seeds) with a word "
         "3-gram twice or a word three times in a row, and those sharing no content word with the prompt "
-        "(`aisp_trl.evaluation.text.degenerate_reasons`).",
+        "(`aisp_trl.evaluation.text.degenerate_reasons`); 'repetitive answers as greedy': the best reward at the full "
+        "budget with each repetitive chosen answer scored as that prompt's greedy answer (a win by repetition "
+        "counts for nothing).",
         "",
     ]
     for reward, section in report["rewards"].items():
@@ -340,9 +353,9 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         lines += [
             f"### {reward}",
             "",
-            f"| method | seeds | {head} | NLL / token | coherence | diversity | repetitive / off-topic answers "
-            "| BoN (top-p) N to match | s / run |",
-            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|---:|",
+            f"| method | seeds | {head} | N={total}, repetitive answers as greedy | NLL / token | coherence "
+            "| diversity | repetitive / off-topic answers | BoN (top-p) N to match | s / run |",
+            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|---:|---:|",
         ]
         for method, row in section["methods"].items():
             cells = " | ".join(format_ci(row[f"N={n}"]) for n in checkpoints)
@@ -350,7 +363,8 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
             metrics = " | ".join(format_ci(row[key], 2) for key in ("nll_per_token", "coherence", "diversity"))
             lines.append(
-                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} | {metrics} "
+                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} "
+                f"| {format_ci(row['degenerate_as_greedy']) if 'degenerate_as_greedy' in row else '—'} | {metrics} "
                 f"| {row['degenerate']} / {row['off_topic']} of {row['answers']} | {match_text} "
                 f"| {row['seconds']:.0f} |"
             )

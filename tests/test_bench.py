@@ -217,3 +217,26 @@ def test_bench_vs_bon_tunes_bon_top_p_temperature_and_records_it(tmp_path):
     sampler = script.build_sampler("bon_top_p", {}, 0, model, tok, letter_reward(), hot)
     assert (sampler.gen_config.temperature, sampler.gen_config.top_p) == (1.5, 1.0)
     assert script.settings_of(hot)["temperature"] == 1.5 and "temperature" not in script.settings_of(default)
+
+
+def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
+    script = _script("bench_vs_bon")
+    args = script.make_parser().parse_args(["--sample_size", "2", "--n_iterations", "1", "--seeds", "0",
+                                            "--rewards", "r", "--checkpoints", "2"])  # fmt: skip
+
+    def unit(method, rewards, answers):
+        prompts = [
+            {"prompt": f"Describe topic {j}.", "rewards": r, "best_reward": max(r), "best_completion": a,
+             "nll_per_token": 1.0, "coherence": 0.5}
+            for j, (r, a) in enumerate(zip(rewards, answers, strict=True))
+        ]  # fmt: skip
+        return {"reward": "r", "method": method, "seed": 0, "seconds": 1.0, "prompts": prompts}
+
+    units = [
+        unit("aisp", [[0.2, 0.9], [0.1, 0.8]], ["great great great", "topic one is fine"]),
+        unit("greedy", [[0.3], [0.4]], ["greedy answer zero", "greedy answer one"]),
+    ]
+    row = script.build_report(units, args, ["aisp", "greedy"])["rewards"]["r"]["methods"]["aisp"]
+    assert row["N=2"][0] == pytest.approx((0.9 + 0.8) / 2)  # raw: the repetition's 0.9 counts
+    assert row["degenerate_as_greedy"][0] == pytest.approx((0.3 + 0.8) / 2)  # guarded: prompt 0 falls back to greedy
+    assert row["degenerate"] == 1
