@@ -22,10 +22,10 @@ def cache_kwarg(model: nn.Module) -> str:
     return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
-def last_logits_kwargs(model: nn.Module) -> dict[str, Any]:
-    """Forward keyword arguments that make a causal LM compute the logits of the last position only
+def last_logits_kwargs(model: nn.Module, keep: int = 1) -> dict[str, Any]:
+    """Forward keyword arguments that make a causal LM compute the logits of the last ``keep`` positions only
     (``logits_to_keep=1``, as ``generate`` does in its prefill), or ``{}`` where its forward does not take them."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+    return {"logits_to_keep": keep} if "logits_to_keep" in _forward_parameters(model) else {}
 
 
 def output_cache(output: Any) -> Any:

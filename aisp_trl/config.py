@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .proposals import PROPOSALS
 
@@ -90,6 +90,20 @@ class AISPConfig:
             "smaller values pull the mean back toward the base model."
         },
     )
+    kl_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "beta >= 0: search the KL-regularised objective s = r - beta * KL (the paper's Eq. 3-6), KL = "
+            "-log P_base(y|x) of each sample under the base model (one teacher-forced pass per iteration, HF only). "
+            "The weights, lam='auto' and the returned best use s; 0 is the plain reward."
+        },
+    )
+    kl_per_token: bool = field(
+        default=False,
+        metadata={
+            "help": "With kl_coef: divide each sample's KL by its length (a per-token penalty) instead of summing."
+        },
+    )
     n_candidates: int = field(
         default=1,
         metadata={"help": "How many of the best texts generate() returns per query (at most n * kappa)."},
@@ -132,13 +146,33 @@ class AISPConfig:
             )
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha <= 1.0):
             raise ValueError(f"`alpha` must lie in (0, 1], got {self.alpha!r}; the paper uses 0.99-0.99999.")
+        if not (
+            isinstance(self.kl_coef, int | float)
+            and not isinstance(self.kl_coef, bool)
+            and 0 <= self.kl_coef < float("inf")
+        ):
+            raise ValueError(
+                f"`kl_coef` must be a finite number >= 0, got {self.kl_coef!r}; 0 searches the plain reward."
+            )
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"`seed` must be an integer or None, got {self.seed!r}.")
+
+    def settings(self) -> dict[str, object]:
+        """The configuration as recorded with a run (``asdict``), the KL options only when they are set, so that
+        runs recorded before they existed still match a plain-reward run."""
+        values = asdict(self)
+        for name, default in _RECORDED_WHEN_SET.items():
+            if values[name] == default:
+                del values[name]
+        return values
 
     @property
     def total_samples(self) -> int:
         """N = n * kappa, the reward evaluations spent per prompt."""
         return self.sample_size * self.n_iterations
+
+
+_RECORDED_WHEN_SET = {"kl_coef": 0.0, "kl_per_token": False}
 
 
 def _parse_lam(value: object) -> str | float:

@@ -7,6 +7,7 @@ weights for each prompt.
 
 - `eq18_offsets`, `log_weights`, `normalize_log_weights`, `update_mean`, `effective_sample_size`: Eq. 18 and
   Eq. 14.
+- `regularized_scores`: ``r - beta * KL`` (the KL-constrained objective), what the weights use with ``kl_coef``.
 - `solve_temperature`: ``lam="auto"``, the temperature that gives the weights a target effective sample size
   (adaptive tempering, as in adaptive SMC), which makes AISP invariant to the reward's scale and offset.
 - `ais_step`: one AISP update (the paper's); `amis_step`: the same update over every sample drawn so far, weighted
@@ -82,6 +83,25 @@ def log_weights(rewards: Tensor, lam: float | Tensor, offsets: Tensor | None = N
     if offsets is not None:
         log_w = log_w + offsets
     return torch.where(torch.isfinite(rewards), log_w, torch.full_like(log_w, -torch.inf))
+
+
+def regularized_scores(rewards: Tensor, kl: Tensor | None, kl_coef: float) -> Tensor:
+    """The KL-regularised objective of each sample, ``s = r - kl_coef * kl`` (the paper's Eq. 3-6: reward minus KL to
+    the base model, with the point-mass estimate ``kl = -log P_base(y | x)``), in float64; a non-finite reward stays
+    non-finite (weight zero). ``kl_coef = 0`` (or no ``kl``) returns the rewards.
+
+    Args:
+        rewards (`torch.Tensor` of shape `(..., n)`): each sample's reward.
+        kl (`torch.Tensor` of shape `(..., n)`, *optional*): each sample's KL estimate, >= 0.
+        kl_coef (`float`): beta >= 0.
+
+    Returns:
+        `torch.Tensor` of shape `(..., n)`, float64.
+    """
+    rewards = rewards.to(torch.float64)
+    if kl is None or kl_coef == 0.0:
+        return rewards
+    return rewards - kl_coef * kl.to(device=rewards.device, dtype=torch.float64)
 
 
 def normalize_log_weights(log_weights: Tensor) -> Tensor:

@@ -42,6 +42,13 @@ class Sample:
     reward: float
     iteration: int  # 1-based AISP iteration (always 1 for best-of-n)
     index: int  # position within its iteration
+    kl: float | None = None  # with kl_coef > 0: -log P_base(completion | query), the point-mass KL estimate
+    score: float | None = None  # with kl_coef > 0: reward - kl_coef * kl, what the search ranked and weighted by
+
+    @property
+    def objective(self) -> float:
+        """What the search ranked this sample by: ``score`` when the search was KL-regularised, else ``reward``."""
+        return self.reward if self.score is None else self.score
 
 
 @dataclass
@@ -53,7 +60,7 @@ class SearchResult:
         query_ids: the tokenized query.
         horizon: tau, the max new tokens for this prompt.
         samples: all ``n * kappa`` samples in order of generation.
-        best: the highest-reward sample (the paper's answer), first one on ties.
+        best: the highest-reward sample (the paper's answer; with ``kl_coef`` the highest score), first one on ties.
         mean_reward, best_reward, best_so_far: per-iteration curves of the paper's Fig. 3 (finite rewards).
         ess: effective sample size of the weights at each iteration (``n`` for best-of-n).
         lam: the temperature used at each iteration (solved per iteration with ``lam="auto"``; ``inf`` when the
@@ -82,16 +89,21 @@ class SearchResult:
         return self.top(1)[0]
 
     def top(self, k: int) -> list[Sample]:
-        """The ``k`` highest-reward samples, best first; non-finite rewards (NaN, +inf, -inf: weight zero in AISP)
-        rank last, ties keep order."""
-        return [self.samples[i] for i in rank_finite([s.reward for s in self.samples])[:k]]
+        """The ``k`` best samples by `Sample.objective` (the reward, or the KL-regularised score), best first;
+        non-finite values (NaN, +inf, -inf: weight zero in AISP) rank last, ties keep order."""
+        return [self.samples[i] for i in rank_finite([s.objective for s in self.samples])[:k]]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable record (without ``final_mean`` and ``best_perturbation``)."""
+        """A JSON-serialisable record (without ``final_mean`` and ``best_perturbation``; a sample's ``kl`` and
+        ``score`` only when the search was KL-regularised)."""
         record = asdict(self)
         record.pop("final_mean")
         record.pop("best_perturbation")
         record["best"] = asdict(self.best)
+        for sample in [*record["samples"], record["best"]]:
+            for key in ("kl", "score"):
+                if sample[key] is None:
+                    del sample[key]
         return record
 
 

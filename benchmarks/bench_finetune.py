@@ -52,7 +52,6 @@ import gc
 import json
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +196,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("model_name_or_path", "prompt_source", "num_train_prompts", "num_eval_prompts", "framing", "sample_size",
             "n_iterations", "max_new_tokens", "max_steps", "learning_rate", "per_device_train_batch_size", "lora_r",
             "lora_alpha", "beta", "max_length", "keep_nonpositive_margin")  # fmt: skip
-    aisp = asdict(generation_arguments(args, 0).aisp_config())
+    aisp = generation_arguments(args, 0).aisp_config().settings()
     for key in ("seed", "prompt_batch_size", "n_candidates"):  # they do not change what is searched
         aisp.pop(key)
     engine = {"generation_engine": "vllm"} if args.use_vllm else {}  # BoN's top-p draws differ between engines

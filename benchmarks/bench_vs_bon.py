@@ -42,7 +42,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,7 @@ def aisp_config_of(method: str, overrides: dict[str, Any], args: argparse.Namesp
     new defaults."""
     if method in BASELINES and method != CONTROL:
         return None
-    config = asdict(AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **overrides))
+    config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **overrides).settings()
     for key in ("seed", "prompt_batch_size", "n_candidates"):  # do not change what is searched
         config.pop(key)
     return config

@@ -49,6 +49,11 @@ class Decoder(Protocol):
         """Sampled decoding with ``config`` (e.g. top-p), reproducible for a ``seed``; never touches global RNGs."""
         ...
 
+    def response_nll(self, rows: list[list[int]], completions: list[list[int]]) -> list[float]:
+        """Per row, ``-log P_base(completion | row)`` summed over the completion's tokens under the unperturbed
+        model (0.0 for an empty completion): the point-mass KL estimate of a decoded answer."""
+        ...
+
 
 def eos_ids(config: GenerationConfig, fallback: int | list[int] | None = None) -> set[int]:
     """The EOS token ids of ``config`` (``fallback``, e.g. the tokenizer's, when it names none)."""

@@ -87,6 +87,63 @@ class HFDecoder:
         """Sampled decoding under ``torch.random.fork_rng`` seeded with ``seed`` (the global RNG is restored)."""
         return self._decode(rows, horizons, config, None, seed, model_kwargs, device=device)
 
+    @torch.no_grad()
+    def response_nll(self, rows: list[list[int]], completions: list[list[int]], chunk_rows: int = 32) -> list[float]:
+        """Per row, ``-sum_t log P_base(c_t | row, c_<t)`` under the unperturbed model, teacher-forced (0.0 for an
+        empty completion). As in `greedy`, each distinct query's prefill runs once and its key-value cache is copied
+        to its rows, so the forward covers the completions only (positions counted from the first real token, as
+        ``generate`` does); logits in float32, completion positions only.
+
+        Args:
+            rows (`list[list[int]]`): the queries, one per completion.
+            completions (`list[list[int]]`): the decoded completions (EOS kept, as the decoders return them).
+            chunk_rows (`int`, defaults to 32): rows per forward (``max_batch_rows`` when smaller): memory.
+
+        Returns:
+            `list[float]`: one value per row, in nats.
+        """
+        inner = unwrap_model(self.model)
+        step = min(chunk_rows, self.max_batch_rows or chunk_rows)
+        values: list[float] = []
+        for lo in range(0, len(rows), step):
+            chunk, outs = rows[lo : lo + step], completions[lo : lo + step]
+            lengths = [len(c) for c in outs]
+            if max(lengths) == 0:
+                values += [0.0] * len(chunk)
+                continue
+            picked = self._completion_logprobs(inner, chunk, outs)  # (B, T_max), completion tokens left-aligned
+            values += [float(-picked[b, :n].sum()) if n else 0.0 for b, n in enumerate(lengths)]
+        return values
+
+    def _completion_logprobs(self, inner: nn.Module, rows: list[list[int]], completions: list[list[int]]) -> Tensor:
+        """``log P(c_t | row, c_<t)`` `(B, T_max)` (zero past each completion's end): the queries' prefill once, then
+        ``[last query token] + completion`` per row on a copy of its query's cache."""
+        distinct = list(dict.fromkeys(tuple(r) for r in rows))
+        owner = {query: j for j, query in enumerate(distinct)}
+        query_ids, query_mask = self.left_pad([list(q) for q in distinct])  # (b, W)
+        cache = self._prompt_cache(query_ids, query_mask)
+        owners = [owner[tuple(r)] for r in rows]
+        width, t_max = max(len(c) for c in completions), query_ids.shape[1]
+        # the new part of each row: its query's last token, then the completion, right-padded (masked, causal)
+        new = torch.full((len(rows), 1 + width), self.pad_token_id, dtype=torch.long, device=self.device)
+        new_mask = torch.zeros_like(new)
+        for i, (q, c) in enumerate(zip(rows, completions, strict=True)):
+            new[i, 0], new_mask[i, 0] = q[-1], 1
+            new[i, 1 : 1 + len(c)] = torch.tensor(c, dtype=torch.long)
+            new_mask[i, 1 : 1 + len(c)] = 1
+        index = torch.tensor(owners, device=self.device)
+        mask = torch.cat([query_mask[index, :-1], new_mask], dim=1)  # (B, W - 1 + 1 + width)
+        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        if cache is not None:
+            kwargs = {**self._rows_cache(cache, owners), "use_cache": True}
+            output = inner(input_ids=new, attention_mask=mask, position_ids=positions[:, t_max - 1 :], **kwargs)
+        else:  # no copyable cache: the whole rows
+            full = torch.cat([query_ids[index, :-1], new], dim=1)
+            output = inner(input_ids=full, attention_mask=mask, position_ids=positions, use_cache=False)
+        logits = output.logits[:, -(1 + width) : -1].float()  # (B, width, V): position t predicts completion token t
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, new[:, 1:, None])[..., 0]  # (B, width)
+        return logp * new_mask[:, 1:]
+
     # -- internals --------------------------------------------------------------------------------------------
     def _decode(
         self,

@@ -262,6 +262,11 @@ class VLLMDecoder:
             outputs += self.llm.generate(batch, params[lo : lo + step], use_tqdm=False)
         return outputs
 
+    def response_nll(self, rows: list[list[int]], completions: list[list[int]]) -> list[float]:
+        """Not on vLLM yet: the KL-regularised score (``kl_coef > 0``) needs the base model's log-probabilities of
+        each decoded answer, which this decoder does not request; the samplers refuse ``kl_coef`` on vLLM."""
+        raise NotImplementedError("`kl_coef > 0` runs on the HF backend only for now (no base log-probs on vLLM).")
+
 
 # transformers logits processors that would change the decoded tokens but have no vLLM counterpart here
 _UNSUPPORTED = (

@@ -116,7 +116,8 @@ class PromptArguments:
         _next_post_init(self, PromptArguments)
 
 
-_AISP_FIELDS = ("sample_size", "n_iterations", *SEARCH_SETTINGS, "reuse_samples", "prompt_batch_size")
+_AISP_FIELDS = ("sample_size", "n_iterations", *SEARCH_SETTINGS, "reuse_samples", "kl_coef", "kl_per_token",
+                "prompt_batch_size")  # fmt: skip
 _AISP_DEFAULTS = {f.name: f.default for f in fields(AISPConfig)}
 _AISP_HELP = {f.name: dict(f.metadata) for f in fields(AISPConfig)}
 
@@ -173,6 +174,8 @@ class AISPGenerationArguments(RewardArguments, PromptArguments):
     rho: float = field(default=_AISP_DEFAULTS["rho"], metadata=_AISP_HELP["rho"])
     sigma_decay: float = field(default=_AISP_DEFAULTS["sigma_decay"], metadata=_AISP_HELP["sigma_decay"])
     reuse_samples: bool = field(default=_AISP_DEFAULTS["reuse_samples"], metadata=_AISP_HELP["reuse_samples"])
+    kl_coef: float = field(default=_AISP_DEFAULTS["kl_coef"], metadata=_AISP_HELP["kl_coef"])
+    kl_per_token: bool = field(default=_AISP_DEFAULTS["kl_per_token"], metadata=_AISP_HELP["kl_per_token"])
     prompt_batch_size: int = field(default=4, metadata={"help": "Batched AISP: prompts per batch and process."})
     aisp_seed: int | None = field(
         default=0, metadata={"help": "Seed of the AISP noise (a fixed seed makes a resumed run reproducible)."}

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +131,7 @@ def _run_settings(
     identity: Mapping[str, str] | None = None,
 ) -> dict:
     return {
-        "aisp": asdict(aisp_config),
+        "aisp": aisp_config.settings(),
         "max_new_tokens": max_new_tokens,
         "framing": framing,
         "max_prompt_length": max_prompt_length,

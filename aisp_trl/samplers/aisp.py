@@ -46,8 +46,10 @@ class AISPSampler(SamplerBase):
             its token ids, so results do not depend on batching. The global RNG is never touched.
         n_candidates (`int`, defaults to 1): texts returned per query by `generate`.
         generation_config (`GenerationConfig`, *optional*): base generation settings (forced greedy).
-        n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples,
-            prompt_batch_size: see `AISPConfig`. ``lam="auto"`` (default) needs no tuning to the reward's scale.
+        n_iterations, sigma2, lam, alpha, ess_target, proposal, rho, sigma_decay, reuse_samples, kl_coef,
+            kl_per_token, prompt_batch_size: see `AISPConfig`. With ``kl_coef > 0`` the search weights and ranks
+            by ``r - kl_coef * KL`` (each sample records ``kl`` and ``score``). ``lam="auto"`` (default) needs no
+            tuning to the reward's scale.
         max_batch_rows (`int`, *optional*): decode the ``prompt_batch_size * sample_size`` rows of an iteration in
             slices of at most this many (GPU memory); the noise is drawn once per iteration, so the samples are the
             same as in one batch (up to floating-point noise). ``None`` decodes all rows at once.
@@ -86,6 +88,8 @@ class AISPSampler(SamplerBase):
         rho: float = _DEFAULTS.rho,
         sigma_decay: float = _DEFAULTS.sigma_decay,
         reuse_samples: bool = _DEFAULTS.reuse_samples,
+        kl_coef: float = _DEFAULTS.kl_coef,
+        kl_per_token: bool = _DEFAULTS.kl_per_token,
         prompt_batch_size: int = 1,
         max_batch_rows: int | None = None,
         show_progress: bool = False,
@@ -102,11 +106,15 @@ class AISPSampler(SamplerBase):
             rho=rho,
             sigma_decay=sigma_decay,
             reuse_samples=reuse_samples,
+            kl_coef=kl_coef,
+            kl_per_token=kl_per_token,
             n_candidates=n_candidates,
             prompt_batch_size=prompt_batch_size,
             seed=seed,
         )
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
+        self.kl_coef, self.kl_per_token = self.config.kl_coef, self.config.kl_per_token
+        self._check_kl_backend()
         self.proposal = make_proposal(self.config.proposal, self.config.rho)
         self.seed = seed if seed is not None else secrets.randbits(63)
         self.sample_size, self.n_candidates, self.show_progress = sample_size, n_candidates, show_progress
@@ -139,6 +147,8 @@ class AISPSampler(SamplerBase):
             rho=config.rho,
             sigma_decay=config.sigma_decay,
             reuse_samples=config.reuse_samples,
+            kl_coef=config.kl_coef,
+            kl_per_token=config.kl_per_token,
             prompt_batch_size=config.prompt_batch_size,
             **kwargs,
         )
@@ -225,15 +235,17 @@ class AISPSampler(SamplerBase):
             texts, completions, rewards = self._score(
                 rows, [p for p in prompts for _ in range(n)], completion_ids, skip_special_tokens
             )
+            # what the weights and the best use: the reward, or r - beta * KL with kl_coef (the KL-constrained goal)
+            objective, kl = self._objective(rows, completion_ids, rewards)
             for j, result in enumerate(results):
-                r = rewards[j * n : (j + 1) * n]
+                r = objective[j * n : (j + 1) * n]
                 if not torch.isfinite(r).any():
                     raise ValueError(
                         f"the reward function `{self.reward.name}` returned no finite score for any of the {n} "
                         f"samples of query {j} at iteration {k}; make it return finite floats."
                     )
                 result.samples.extend(
-                    Sample(texts[j * n + i], completions[j * n + i], completion_ids[j * n + i], float(r[i]), k, i)
+                    _sample(texts, completions, completion_ids, rewards, kl, objective, j * n + i, k, i)
                     for i in range(n)
                 )
                 # lines 18-20: the best so far, with the V that decoded it (strictly better: first one on ties)
@@ -282,3 +294,9 @@ class AISPSampler(SamplerBase):
             proposal=self.proposal,
             ess_target=cfg.ess_target,
         )
+
+
+def _sample(texts, completions, completion_ids, rewards, kl, objective, row: int, iteration: int, index: int):
+    """The `Sample` of one row: its reward and, when the search was KL-regularised, its KL estimate and score."""
+    extra = {} if kl is None else {"kl": float(kl[row]), "score": float(objective[row])}
+    return Sample(texts[row], completions[row], completion_ids[row], float(rewards[row]), iteration, index, **extra)

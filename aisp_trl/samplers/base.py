@@ -23,6 +23,7 @@ from ..decoding import Decoder, HFDecoder
 from ..decoding.vllm import VLLMDecoder, is_vllm_engine
 from ..hooks import find_output_layer, generation_model, unwrap_model
 from ..models import check_device
+from ..ops import regularized_scores
 from ..rewards.base import RewardFunction, as_reward_function
 from ..types import QueryInput, SearchResult
 
@@ -381,6 +382,32 @@ class SamplerBase:
         completions = [decode(c, skip_special_tokens=True) for c in completion_ids]
         rewards = self.reward(prompts, completions, texts)
         return texts, completions, rewards
+
+    # the KL-regularised objective (`AISPConfig.kl_coef`); subclasses that support it set these
+    kl_coef: float = 0.0
+    kl_per_token: bool = False
+
+    def _check_kl_backend(self) -> None:
+        """Refuses ``kl_coef > 0`` where the decoder cannot give the base model's log-probabilities (vLLM)."""
+        if self.kl_coef > 0 and self.output_layer is None:
+            raise ValueError(
+                f"`kl_coef={self.kl_coef!r}` needs each sample's log-probability under the base model, which the vLLM "
+                "backend does not compute yet; use a transformers model, or kl_coef=0."
+            )
+
+    def _objective(
+        self, rows: list[list[int]], completion_ids: list[list[int]], rewards: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """What the search ranks and weights each row by, `(rows,)`: the rewards, or with ``kl_coef > 0`` the
+        regularised score ``r - kl_coef * KL`` (`aisp_trl.ops.regularized_scores`), ``KL = -log P_base(y | x)``
+        summed over the completion (divided by its length with ``kl_per_token``), one teacher-forced pass over the
+        rows. Returns the objective and the KL estimates (``None`` without ``kl_coef``)."""
+        if self.kl_coef == 0.0:
+            return rewards, None
+        kl = torch.tensor(self.decoder.response_nll(rows, completion_ids), dtype=torch.float64)
+        if self.kl_per_token:
+            kl = kl / torch.tensor([max(len(c), 1) for c in completion_ids], dtype=torch.float64)
+        return regularized_scores(rewards, kl, self.kl_coef), kl
 
     def _prompt_texts(self, queries: list[list[int]], prompts: list[str] | None) -> list[str]:
         if prompts is None:

@@ -10,10 +10,11 @@ from typing import Any
 from torch import nn
 from transformers import GenerationConfig
 
+from .._validation import check_positive
 from ..config import AISPConfig
 from ..rewards.base import RewardFunction
-from ..types import Sample, SearchResult
-from .aisp import AISPSampler
+from ..types import SearchResult
+from .aisp import AISPSampler, _sample
 from .base import SamplerBase, SearchInputs, query_seed, record_curves
 
 __all__ = ["BestOfNSampler", "GaussianBestOfNSampler"]
@@ -35,6 +36,9 @@ class BestOfNSampler(SamplerBase):
         max_batch_rows (`int`, *optional*): sample at most this many rows per ``generate`` call (GPU memory for a
             large ``sample_size``); one forked RNG stream runs across the slices, so results stay reproducible per
             seed (they differ from an unsliced run, since the slices consume the stream in another order).
+        kl_coef (`float`, defaults to 0): with beta > 0 the best sample is the one with the highest ``r - beta * KL``
+            (``KL = -log P_base(y | x)``; regularised best-of-N, RBoN's KL variant); each sample records ``kl``
+            and ``score``. kl_per_token (`bool`, defaults to False): divide the KL by the answer's length.
     """
 
     def __init__(
@@ -49,6 +53,8 @@ class BestOfNSampler(SamplerBase):
         generation_config: GenerationConfig | None = None,
         *,
         max_batch_rows: int | None = None,
+        kl_coef: float = 0.0,
+        kl_per_token: bool = False,
     ):
         self.max_batch_rows = max_batch_rows  # read by the decoder the base class builds
         for name, value in (("sample_size", sample_size), ("n_candidates", n_candidates)):
@@ -58,7 +64,10 @@ class BestOfNSampler(SamplerBase):
             raise ValueError(
                 f"`n_candidates` ({n_candidates}) exceeds `sample_size` ({sample_size}); lower `n_candidates`."
             )
+        check_positive("kl_coef", kl_coef, allow_zero=True)
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
+        self.kl_coef, self.kl_per_token = float(kl_coef), bool(kl_per_token)
+        self._check_kl_backend()
         if self.gen_config is None:  # BoN (top-p): the model's settings, with nucleus sampling switched on
             self.gen_config = copy.deepcopy(self.base_generation_config or GenerationConfig())
             self.gen_config.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)
@@ -84,16 +93,17 @@ class BestOfNSampler(SamplerBase):
             texts, completions, rewards = self._score(
                 [query] * self.sample_size, [prompt] * self.sample_size, completion_ids, skip_special_tokens
             )
+            objective, kl = self._objective(rows, completion_ids, rewards)  # with kl_coef: RBoN's r - beta * KL
             result = SearchResult(
                 prompt=prompt,
                 query_ids=query,
                 horizon=tau,
                 samples=[
-                    Sample(texts[i], completions[i], completion_ids[i], float(rewards[i]), 1, i)
+                    _sample(texts, completions, completion_ids, rewards, kl, objective, i, 1, i)
                     for i in range(self.sample_size)
                 ],
             )
-            record_curves(result, rewards, float(self.sample_size))
+            record_curves(result, objective, float(self.sample_size))
             results.append(result)
         return results
 
@@ -143,6 +153,8 @@ class GaussianBestOfNSampler(AISPSampler):
         prompt_batch_size: int = 1,
         max_batch_rows: int | None = None,
         show_progress: bool = False,
+        kl_coef: float = 0.0,
+        kl_per_token: bool = False,
     ):
         # one iteration: U^1 = 0 is the only mean used; lam and alpha only shape the (unused) update
         super().__init__(
@@ -164,6 +176,8 @@ class GaussianBestOfNSampler(AISPSampler):
             prompt_batch_size=prompt_batch_size,
             max_batch_rows=max_batch_rows,
             show_progress=show_progress,
+            kl_coef=kl_coef,
+            kl_per_token=kl_per_token,
         )
 
     @classmethod
@@ -187,6 +201,8 @@ class GaussianBestOfNSampler(AISPSampler):
             n_candidates=config.n_candidates,
             sigma2=config.sigma2,
             prompt_batch_size=config.prompt_batch_size,
+            kl_coef=config.kl_coef,
+            kl_per_token=config.kl_per_token,
             **kwargs,
         )
 

@@ -91,7 +91,10 @@ def _aisp(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
 
 def _bon_top_p(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
     sampling = _top_p_config(model, options)
-    return BestOfNSampler(model, tokenizer, reward, horizon, config.total_samples, config.seed, 1, sampling)
+    return BestOfNSampler(
+        model, tokenizer, reward, horizon, config.total_samples, config.seed, 1, sampling,
+        kl_coef=config.kl_coef, kl_per_token=config.kl_per_token,
+    )  # fmt: skip
 
 
 def _bon_aisp_proposal(model, tokenizer, reward, horizon, config, options) -> SamplerBase:
@@ -111,6 +114,8 @@ def _bon_gaussian(model, tokenizer, reward, horizon, config, options) -> Sampler
         seed=config.seed,
         sigma2=options.bon_sigma2,
         prompt_batch_size=options.bon_prompt_batch_size or config.prompt_batch_size,
+        kl_coef=config.kl_coef,
+        kl_per_token=config.kl_per_token,
     )
 
 
