@@ -331,7 +331,7 @@ def _best(record: Mapping[str, Any]) -> dict[str, Any]:
     samples = _finite(record["samples"])
     if not samples:
         raise ValueError(f"record {record.get('prompt_id')!r} has no sample with a finite reward.")
-    return max(samples, key=lambda s: s["reward"])  # first one on ties, as AISPResult.best
+    return max(samples, key=_objective)  # first one on ties, as SearchResult.best (by score after a KL search)
 
 
 def _prompt_field(record: Mapping[str, Any], dataset_format: str) -> Prompt:
@@ -397,12 +397,16 @@ def build_preference_dataset(
 
     Returns:
         `Dataset`: ``prompt``, ``chosen``, ``rejected``, ``prompt_id``, ``chosen_reward``, ``rejected_reward``,
-        ``margin``.
+        ``margin``. From a KL-regularised search (samples with ``kl`` and ``score``, `AISPConfig.kl_coef`) also
+        ``chosen_kl``, ``rejected_kl``, ``chosen_score``, ``rejected_score``: the worst sample and the margin are then
+        by score, ``s = r - beta * KL`` (a greedy ``rejected`` has no score: its margin stays by reward).
     """
     _check_format(dataset_format)
     if rejected not in REJECTED_CHOICES:
         raise ValueError(f"`rejected` must be one of {REJECTED_CHOICES}, got {rejected!r}.")
+    regularised = any("score" in s for record in records for s in record["samples"])
     columns = ("prompt", "chosen", "rejected", "prompt_id", "chosen_reward", "rejected_reward", "margin")
+    columns += ("chosen_kl", "rejected_kl", "chosen_score", "rejected_score") if regularised else ()
     rows: dict[str, list[Any]] = {c: [] for c in columns}
     for i, record in enumerate(records):
         prompt_id = int(record.get("prompt_id", i))
@@ -416,11 +420,12 @@ def build_preference_dataset(
                 )
             other = {"completion": greedy["completion"], "reward": greedy["reward"]}
         elif rejected == "worst":
-            other = min(_finite(record["samples"]), key=lambda s: s["reward"])
+            other = min(_finite(record["samples"]), key=_objective)
         else:
             pool = [s for s in _finite(record["samples"]) if s is not best] or [best]
             other = random.Random(f"{seed}:{prompt_id}").choice(pool)
-        margin = float(best["reward"]) - float(other["reward"])
+        scored = regularised and "score" in best and "score" in other
+        margin = _objective(best) - _objective(other) if scored else float(best["reward"]) - float(other["reward"])
         if drop_nonpositive_margin and not margin > 0:
             continue
         rows["prompt"].append(_prompt_field(record, dataset_format))
@@ -430,7 +435,16 @@ def build_preference_dataset(
         rows["chosen_reward"].append(float(best["reward"]))
         rows["rejected_reward"].append(float(other["reward"]))
         rows["margin"].append(margin)
+        if regularised:
+            for name, sample in (("chosen", best), ("rejected", other)):
+                rows[f"{name}_kl"].append(sample.get("kl"))
+                rows[f"{name}_score"].append(sample.get("score"))
     return Dataset.from_dict(rows)
+
+
+def _objective(sample: Mapping[str, Any]) -> float:
+    """What the search ranked a sample by: its ``score`` (a KL-regularised search) or its ``reward``."""
+    return float(sample["score"] if sample.get("score") is not None else sample["reward"])
 
 
 # -- saving ------------------------------------------------------------------------------------------------------

@@ -79,3 +79,22 @@ def test_kl_coef_is_validated(model, tok):
         BestOfNSampler(model, tok, letter_reward(), LengthSampler(4, 5), 2, kl_coef=float("nan"))
     assert AISPConfig(kl_coef=0.0).settings() == AISPConfig().settings()  # runs made before the option still match
     assert AISPConfig(kl_coef=0.2).settings()["kl_coef"] == 0.2
+
+
+def test_preference_pairs_from_a_regularised_search_are_chosen_and_rejected_by_score():
+    from aisp_trl.data import build_preference_dataset, build_sft_dataset
+
+    def sample(text, reward, kl):
+        return {"completion": text, "reward": reward, "kl": kl, "score": reward - 0.5 * kl}
+
+    # by reward alone "hack" (1.0) is best and "fine" (0.2) worst; by score (beta 0.5) "good" is best, "hack" worst
+    samples = [sample("hack hack hack", 1.0, 3.0), sample("good answer", 0.8, 0.2), sample("fine", 0.2, 0.3)]
+    record = {"prompt_id": 0, "prompt": "p", "query": "p", "samples": samples, "best": samples[1]}
+    pairs = build_preference_dataset([record], rejected="worst")
+    assert pairs["chosen"] == ["good answer"] and pairs["rejected"] == ["hack hack hack"]
+    assert pairs["margin"] == [pytest.approx(0.7 - (-0.5))] and pairs["chosen_score"] == [pytest.approx(0.7)]
+    assert pairs["rejected_kl"] == [3.0] and pairs["chosen_reward"] == [0.8]
+    assert build_sft_dataset([record])["completion"] == ["good answer"]
+    plain = [{"completion": s["completion"], "reward": s["reward"]} for s in samples]
+    unregularised = build_preference_dataset([{"prompt_id": 0, "prompt": "p", "query": "p", "samples": plain}])
+    assert unregularised["chosen"] == ["hack hack hack"] and "chosen_kl" not in unregularised.column_names
