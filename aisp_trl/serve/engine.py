@@ -9,7 +9,7 @@ waits on a `concurrent.futures.Future` per request; decoding never runs on it.
 Why a request's answer is the same alone or in a batch:
 
 - a fresh sampler per batch: the per-query call counts that enter the noise streams start at zero, so a query's
-  noise is a function of the seed and its token ids only (`aisp_trl.sampler`);
+  noise is a function of the seed and its token ids only (`aisp_trl.samplers`);
 - identical queries of a batch are searched once and share the result;
 - rewards are scored query by query (`PerQueryReward`), so a reward model sees the same batch as alone;
 - the tie check (`TieGuardDecoder`): the decode of a batch runs matrix products of other shapes than alone, which
