@@ -1,4 +1,4 @@
-"""`aisp_trl.pipeline.compare` and `recipes/compare.py`: methods at equal budget, report files, rewards; tiny models only."""
+"""`aisp_trl.pipeline.compare` and `recipes/compare.py`: methods at equal budget, report files; tiny models only."""
 
 from __future__ import annotations
 
