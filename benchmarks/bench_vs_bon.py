@@ -99,6 +99,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bon_sigma2", type=float, default=0.5, help="sigma^2 of BoN (N) (the paper's best).")
     parser.add_argument("--top_p", type=float, default=0.9, help="BoN (top-p) nucleus mass.")
     parser.add_argument("--temperature", type=float, default=1.0, help="BoN (top-p) sampling temperature.")
+    parser.add_argument(
+        "--kl_coef", type=float, default=0.0, help="beta: every method searches / selects by r - beta * KL "
+        "(KL = -log P_base(y|x); AISP's weights, BoN's choice: RBoN); 0 is the plain reward."
+    )  # fmt: skip
+    parser.add_argument("--kl_per_token", action="store_true", help="With --kl_coef: the KL per token, not summed.")
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[32, 64, 128], help="N values in the table.")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (pinned for timing).")
     parser.add_argument("--output_dir", default="outputs/bench-vs-bon", help="Units and the report go here.")
@@ -142,12 +147,21 @@ def build_sampler(method: str, overrides: dict[str, Any], seed: int, model, toke
     """The sampler of one method at the budget ``N = n * kappa``, from the package's method table; an AISP variant
     is ``aisp`` with its `AISPConfig` overrides."""
     config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations,
-                        prompt_batch_size=args.prompt_batch_size, seed=seed, **overrides)  # fmt: skip
+                        prompt_batch_size=args.prompt_batch_size, seed=seed, **_kl(args), **overrides)  # fmt: skip
     options = MethodOptions(
         top_p=args.top_p, temperature=args.temperature, bon_sigma2=args.bon_sigma2, bon_prompt_batch_size=1
     )
     name = method if method in BASELINES else "aisp"
     return registry_build_sampler(name, model, tokenizer, reward, args.max_new_tokens, config, options)
+
+
+_CACHED = (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"), ("kls", "kl"))
+"""What the samples cache keeps of a baseline's samples: everything but the reward (a KL does not depend on it)."""
+
+
+def _kl(args: argparse.Namespace) -> dict[str, Any]:
+    """The KL options of every method's `AISPConfig` (a variant's overrides may replace them)."""
+    return {"kl_coef": args.kl_coef, "kl_per_token": args.kl_per_token}
 
 
 def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args):
@@ -162,10 +176,11 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
             results = []
             for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
                 rewards, _ = rescore_samples(reward, prompt, rows["completions"], rows["texts"])
+                kls = rows.get("kls") or [None] * len(rewards)  # reward-independent, saved with the samples
                 samples = [
-                    Sample(t, c, ids, r, 1, i)
-                    for i, (t, c, ids, r) in enumerate(
-                        zip(rows["texts"], rows["completions"], rows["completion_ids"], rewards, strict=True)
+                    Sample(t, c, ids, r, 1, i, kl=k, score=None if k is None else r - args.kl_coef * k)
+                    for i, (t, c, ids, r, k) in enumerate(
+                        zip(rows["texts"], rows["completions"], rows["completion_ids"], rewards, kls, strict=True)
                     )
                 ]
                 results.append(AISPResult(prompt, query, args.max_new_tokens, samples, ess=[float(len(samples))]))
@@ -175,9 +190,7 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
     results = sampler.search(queries, prompts=prompts)
     seconds = time.perf_counter() - start
     if method in BASELINES:
-        rows = [{k: [getattr(x, a) for x in r.samples] for k, a in
-                 (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"))}
-                for r in results]  # fmt: skip
+        rows = [{key: [getattr(x, name) for x in r.samples] for key, name in _CACHED} for r in results]
         record = {"settings": settings_of(args), "aisp_config": aisp_config_of(method, {}, args), "seconds": seconds}
         atomic_write_json(cache, record | {"prompts": rows})
     return results, seconds
@@ -199,6 +212,12 @@ def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, emb
             {
                 "prompt": p,
                 "rewards": [s.reward for s in r.samples],  # every sample, in order of generation
+                # with --kl_coef: each sample's KL and score (what the method ranked by), and the chosen one's KL
+                **(
+                    {"kls": [s.kl for s in r.samples], "scores": [s.score for s in r.samples], "best_kl": b.kl}
+                    if b.kl is not None
+                    else {}
+                ),  # fmt: skip
                 "tokens": sum(len(s.completion_ids) for s in r.samples),  # generated tokens, every sample
                 "best_reward": b.reward,
                 "best_completion": b.completion,
@@ -220,7 +239,8 @@ def aisp_config_of(method: str, overrides: dict[str, Any], args: argparse.Namesp
     new defaults."""
     if method in BASELINES and method != CONTROL:
         return None
-    config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **overrides).settings()
+    config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **_kl(args), **overrides)
+    config = config.settings()
     for key in ("seed", "prompt_batch_size", "n_candidates"):  # do not change what is searched
         config.pop(key)
     return config
@@ -233,6 +253,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: getattr(args, k) for k in keys}
     if args.temperature != 1.0:  # recorded when it is not the default, so units made at T = 1 keep matching
         settings["temperature"] = args.temperature
+    if args.kl_coef:  # likewise: units of the plain reward keep matching
+        settings |= {"kl_coef": args.kl_coef, "kl_per_token": args.kl_per_token}
     return settings
 
 
@@ -266,6 +288,11 @@ def checkpoints_of(args: argparse.Namespace) -> list[int]:
     return sorted({c for c in args.checkpoints if c <= total} | {total})
 
 
+def _objectives(prompt_record: dict[str, Any]) -> list[float]:
+    """What a method ranked its samples by: their scores (``--kl_coef``), else their rewards."""
+    return prompt_record.get("scores") or prompt_record["rewards"]
+
+
 def _repetitive(prompt_record: dict[str, Any]) -> bool:
     """Whether a unit's chosen answer repeats itself (a word 3-gram twice, or a word three times in a row)."""
     reasons = degenerate_reasons(prompt_record["best_completion"])
@@ -286,7 +313,8 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
         section: dict[str, Any] = {"methods": {}, "paired": {}, "curves": {}}
         greedy = [p["best_reward"] for p in by_method["greedy"][0]["prompts"]] if "greedy" in by_method else None
         for method, us in by_method.items():
-            table = {n: [[best_at(p["rewards"], method, n) for p in u["prompts"]] for u in us] for n in checkpoints}
+            # the value at N of what the method optimised: the score r - beta * KL with --kl_coef, else the reward
+            table = {n: [[best_at(_objectives(p), method, n) for p in u["prompts"]] for u in us] for n in checkpoints}
             row: dict[str, Any] = {"seeds": [u["seed"] for u in us], "seconds": sum(u["seconds"] for u in us) / len(us)}
             for n, per_seed in table.items():
                 per_prompt = torch.tensor(per_seed).nanmean(0).tolist()
@@ -306,7 +334,11 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
                 guarded = [[greedy[j] if _repetitive(p) else p["best_reward"] for j, p in enumerate(u["prompts"])]
                            for u in us]  # fmt: skip
                 row["degenerate_as_greedy"] = bootstrap_ci(torch.tensor(guarded).nanmean(0).tolist())
-            curves = torch.tensor([[curve_of(p["rewards"], method) for p in u["prompts"]] for u in us])
+            if "best_kl" in us[0]["prompts"][0]:  # the chosen answers' own reward and KL (the frontier's two axes)
+                for key in ("best_reward", "best_kl"):
+                    values = torch.tensor([[p[key] for p in u["prompts"]] for u in us]).nanmean(0).tolist()
+                    row[f"chosen_{key.removeprefix('best_')}"] = bootstrap_ci(values)
+            curves = torch.tensor([[curve_of(_objectives(p), method) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row
             section.setdefault("tables", {})[method] = table

@@ -240,3 +240,32 @@ def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
     assert row["N=2"][0] == pytest.approx((0.9 + 0.8) / 2)  # raw: the repetition's 0.9 counts
     assert row["degenerate_as_greedy"][0] == pytest.approx((0.3 + 0.8) / 2)  # guarded: prompt 0 falls back to greedy
     assert row["degenerate"] == 1
+
+
+def test_bench_vs_bon_with_kl_coef_ranks_every_method_by_the_regularised_score(tmp_path, monkeypatch):
+    lm, rm = save_tiny_lm(tmp_path / "lm"), save_tiny_reward_model(tmp_path / "rm")
+    script = _script("bench_vs_bon")
+    out = tmp_path / "out"
+    args = _vs_bon_args(script, lm, rm, out, "--seeds", "0", "--kl_coef", "0.5", "--methods", "aisp", "bon_top_p")
+    report = script.main(args)
+    section = report["rewards"][str(rm)]
+    for method in ("aisp", "bon_top_p"):
+        unit = json.loads(next((out / "units").glob(f"*/{method}/seed0.json")).read_text())
+        assert unit["settings"]["kl_coef"] == 0.5
+        for p in unit["prompts"]:
+            assert p["scores"] == pytest.approx([r - 0.5 * k for r, k in zip(p["rewards"], p["kls"], strict=True)])
+            assert p["best_kl"] in p["kls"]
+        assert "chosen_reward" in section["methods"][method] and "chosen_kl" in section["methods"][method]
+        # the table is on the objective: the best score at N = 4
+        best = sum(max(p["scores"]) for p in unit["prompts"]) / len(unit["prompts"])
+        if method == "aisp":
+            assert section["methods"][method]["N=4"][0] == pytest.approx(best)
+    # a second reward re-scores BoN's cached samples with their saved KL, without decoding again
+    from aisp_trl import BestOfNSampler
+
+    monkeypatch.setattr(BestOfNSampler, "search", lambda *a, **k: pytest.fail("decoded again"))
+    args = _vs_bon_args(script, lm, rm, out, "--seeds", "0", "--kl_coef", "0.5", "--methods", "bon_top_p",
+                        "--rewards", "vader")  # fmt: skip
+    report = script.main(args)
+    unit = json.loads((out / "units" / "vader" / "bon_top_p" / "seed0.json").read_text())
+    assert all(p["kls"] and None not in p["kls"] for p in unit["prompts"])
