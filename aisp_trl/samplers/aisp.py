@@ -16,8 +16,8 @@ from ..decoding import NoiseDraw, PrelogitNoise
 from ..ops import StepInfo, ais_step, amis_step
 from ..proposals import make_proposal
 from ..rewards.base import RewardFunction
-from ..types import Sample, SearchResult
-from .base import SamplerBase, SearchInputs, query_seed, record_curves
+from ..types import SearchResult
+from .base import SamplerBase, SearchInputs, make_sample, query_seed, record_curves
 
 __all__ = ["AISPSampler"]
 
@@ -245,7 +245,7 @@ class AISPSampler(SamplerBase):
                         f"samples of query {j} at iteration {k}; make it return finite floats."
                     )
                 result.samples.extend(
-                    _sample(texts, completions, completion_ids, rewards, kl, objective, j * n + i, k, i)
+                    make_sample(texts, completions, completion_ids, rewards, kl, objective, j * n + i, k, i)
                     for i in range(n)
                 )
                 # lines 18-20: the best so far, with the V that decoded it (strictly better: first one on ties)
@@ -294,9 +294,3 @@ class AISPSampler(SamplerBase):
             proposal=self.proposal,
             ess_target=cfg.ess_target,
         )
-
-
-def _sample(texts, completions, completion_ids, rewards, kl, objective, row: int, iteration: int, index: int):
-    """The `Sample` of one row: its reward and, when the search was KL-regularised, its KL estimate and score."""
-    extra = {} if kl is None else {"kl": float(kl[row]), "score": float(objective[row])}
-    return Sample(texts[row], completions[row], completion_ids[row], float(rewards[row]), iteration, index, **extra)

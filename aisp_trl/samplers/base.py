@@ -25,9 +25,9 @@ from ..hooks import find_output_layer, generation_model, unwrap_model
 from ..models import check_device
 from ..ops import regularized_scores
 from ..rewards.base import RewardFunction, as_reward_function
-from ..types import QueryInput, SearchResult
+from ..types import QueryInput, Sample, SearchResult
 
-__all__ = ["LengthSampler", "SamplerBase", "SearchInputs", "query_seed", "record_curves"]
+__all__ = ["LengthSampler", "SamplerBase", "SearchInputs", "make_sample", "query_seed", "record_curves"]
 
 
 class SearchInputs(NamedTuple):
@@ -37,7 +37,7 @@ class SearchInputs(NamedTuple):
     queries: list[list[int]]
     prompts: list[str]
     horizons: list[int]
-    device: torch.device
+    device: torch.device | None  # where input ids go; None on vLLM
     skip_special_tokens: bool
     generation_kwargs: dict[str, Any]
 
@@ -198,7 +198,7 @@ class SamplerBase:
     # -- inputs ---------------------------------------------------------------------------------------------
     def _prepare(
         self, tokenized_query: QueryInput, prompts: list[str] | None, device: str | torch.device | None
-    ) -> tuple[list[list[int]], list[str], list[int], torch.device]:
+    ) -> tuple[list[list[int]], list[str], list[int], torch.device | None]:
         """Validates everything before any model call: queries, prompt texts, one horizon per query (drawn in
         query order, so it does not depend on batching), the context length, and the device."""
         queries = self._parse_queries(tokenized_query)
@@ -456,3 +456,9 @@ def _bad_query_type(value: Any) -> str:
         f"`tokenized_query` must be a list[int], a 1-D torch.Tensor, a list[torch.Tensor] or a list[list[int]], "
         f"got {type(value).__name__}; tokenize the text first, e.g. tokenizer(text).input_ids."
     )
+
+
+def make_sample(texts, completions, completion_ids, rewards, kl, objective, row: int, iteration: int, index: int):
+    """The `Sample` of one row: its reward and, when the search was KL-regularised, its KL estimate and score."""
+    extra = {} if kl is None else {"kl": float(kl[row]), "score": float(objective[row])}
+    return Sample(texts[row], completions[row], completion_ids[row], float(rewards[row]), iteration, index, **extra)

@@ -14,8 +14,8 @@ from .._validation import check_positive
 from ..config import AISPConfig
 from ..rewards.base import RewardFunction
 from ..types import SearchResult
-from .aisp import AISPSampler, _sample
-from .base import SamplerBase, SearchInputs, query_seed, record_curves
+from .aisp import AISPSampler
+from .base import SamplerBase, SearchInputs, make_sample, query_seed, record_curves
 
 __all__ = ["BestOfNSampler", "GaussianBestOfNSampler"]
 
@@ -99,7 +99,7 @@ class BestOfNSampler(SamplerBase):
                 query_ids=query,
                 horizon=tau,
                 samples=[
-                    _sample(texts, completions, completion_ids, rewards, kl, objective, i, 1, i)
+                    make_sample(texts, completions, completion_ids, rewards, kl, objective, i, 1, i)
                     for i in range(self.sample_size)
                 ],
             )
