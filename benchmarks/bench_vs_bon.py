@@ -39,6 +39,7 @@ python benchmarks/bench_vs_bon.py --num_prompts 2 --sample_size 2 --n_iterations
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -89,6 +90,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants", nargs="*", default=[], help="AISP variants 'name:key=value,key=value' (AISPConfig fields)."
     )
+    parser.add_argument(
+        "--bon_variants", nargs="*", default=[], help="BoN (top-p) variants 'name:temperature=T,top_p=P[,samples=M]' "
+        "(a tuned BoN; samples: its own N, a multiple of n, e.g. 512 for the large-N curve)."
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds of the sampling methods.")
     parser.add_argument("--prompt_source", default="general:bench", help="Prompt source (default: held-out bench).")
     parser.add_argument("--num_prompts", type=int, default=24, help="Prompts (the first ones of the source).")
@@ -111,20 +116,52 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
+def parse_variants(specs: list[str], taken: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """``["steer:proposal=steering,rho=0.5"]`` -> ``{"steer": {"proposal": "steering", "rho": 0.5}}`` (validated)."""
+    variants = _parse_specs(specs, "--variants", taken)
+    for name, overrides in variants.items():
+        bad = [k for k in overrides if k not in _CONFIG_FIELDS or k in ("sample_size", "n_iterations", "seed",
+                                                                          "prompt_batch_size")]  # fmt: skip
+        if bad:
+            raise ValueError(f"`--variants` {name!r}: {bad[0]!r} is not a tunable AISPConfig field.")
+        AISPConfig(**overrides)  # validates, naming the bad field
+    return variants
+
+
+BON_VARIANT_KEYS = ("temperature", "top_p", "samples")
+
+
+def parse_bon_variants(specs: list[str], sample_size: int, total: int, taken: tuple[str, ...] = ()) -> dict:
+    """``["tuned:temperature=0.8,top_p=0.95"]`` -> ``{"tuned": {"temperature": 0.8, "top_p": 0.95}}``: BoN (top-p)
+    runs with their own temperature, nucleus mass and, optionally, their own number of samples (``samples``, a
+    multiple of ``sample_size`` and at least the budget ``total``: the large-N curve)."""
+    variants = _parse_specs(specs, "--bon_variants", taken)
+    for name, overrides in variants.items():
+        bad = [k for k in overrides if k not in BON_VARIANT_KEYS]
+        if bad:
+            raise ValueError(f"`--bon_variants` {name!r}: {bad[0]!r} is not one of {list(BON_VARIANT_KEYS)}.")
+        samples = overrides.get("samples", total)
+        if not isinstance(samples, int) or samples < total or samples % sample_size:
+            raise ValueError(
+                f"`--bon_variants` {name!r}: samples={samples!r}; use a multiple of --sample_size ({sample_size}) "
+                f"of at least the budget N = {total}."
+            )
+        MethodOptions(**{k: v for k, v in overrides.items() if k != "samples"})
+        if not 0.0 < overrides.get("top_p", 0.9) <= 1.0 or overrides.get("temperature", 1.0) <= 0.0:
+            raise ValueError(f"`--bon_variants` {name!r}: top_p must be in (0, 1] and temperature > 0.")
+    return variants
+
+
+def _parse_specs(specs: list[str], flag: str, taken: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     variants: dict[str, dict[str, Any]] = {}
     for spec in specs:
         name, _, body = spec.partition(":")
-        if not name or name in LABELS or name in variants:
-            raise ValueError(f"`--variants` entry {spec!r} needs a new name before ':' (not {list(LABELS)}).")
+        if not name or name in LABELS or name in variants or name in taken:
+            raise ValueError(f"`{flag}` entry {spec!r} needs a new name before ':' (not {[*LABELS, *taken]}).")
         overrides: dict[str, Any] = {}
         for item in filter(None, body.split(",")):
             key, _, value = item.partition("=")
-            if key not in _CONFIG_FIELDS or key in ("sample_size", "n_iterations", "seed", "prompt_batch_size"):
-                raise ValueError(f"`--variants` {spec!r}: {key!r} is not a tunable AISPConfig field.")
             overrides[key] = _parse_value(value)
-        AISPConfig(**overrides)  # validates, naming the bad field
         variants[name] = overrides
     return variants
 
@@ -143,16 +180,19 @@ def _parse_value(value: str) -> Any:
 # ------------------------------------------------------------------------------------------------- units
 
 
-def build_sampler(method: str, overrides: dict[str, Any], seed: int, model, tokenizer, reward, args) -> Any:
-    """The sampler of one method at the budget ``N = n * kappa``, from the package's method table; an AISP variant
-    is ``aisp`` with its `AISPConfig` overrides."""
-    config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations,
-                        prompt_batch_size=args.prompt_batch_size, seed=seed, **_kl(args), **overrides)  # fmt: skip
+def build_sampler(kind: str, overrides: dict[str, Any], seed: int, model, tokenizer, reward, args) -> Any:
+    """The sampler of one method at the budget ``N = n * kappa``, from the package's method table: ``kind`` is the
+    table's method; an AISP variant is ``aisp`` with its `AISPConfig` overrides, a BoN variant ``bon_top_p`` with
+    its own temperature, top-p and number of samples."""
+    aisp, bon = ({}, dict(overrides)) if kind == "bon_top_p" else (overrides, {})
+    total = bon.pop("samples", args.sample_size * args.n_iterations)
+    config = AISPConfig(sample_size=args.sample_size, n_iterations=total // args.sample_size,
+                        prompt_batch_size=args.prompt_batch_size, seed=seed, **_kl(args), **aisp)  # fmt: skip
     options = MethodOptions(
         top_p=args.top_p, temperature=args.temperature, bon_sigma2=args.bon_sigma2, bon_prompt_batch_size=1
     )
-    name = method if method in BASELINES else "aisp"
-    return registry_build_sampler(name, model, tokenizer, reward, args.max_new_tokens, config, options)
+    options = dataclasses.replace(options, **bon)
+    return registry_build_sampler(kind, model, tokenizer, reward, args.max_new_tokens, config, options)
 
 
 _CACHED = (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"), ("kls", "kl"))
@@ -164,14 +204,15 @@ def _kl(args: argparse.Namespace) -> dict[str, Any]:
     return {"kl_coef": args.kl_coef, "kl_per_token": args.kl_per_token}
 
 
-def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args):
+def search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, prompts, queries, args):
     """``(results, seconds)``. The baselines' samples do not depend on the reward: they are decoded once per
     (method, seed), kept under ``<output_dir>/samples/`` and re-scored for every other reward (a reward's own
     scoring time is still counted). AISP's samples depend on the reward, so AISP always searches."""
     cache = Path(args.output_dir) / "samples" / method / f"seed{seed}.json"
-    if method in BASELINES and cache.is_file():
+    if kind in BASELINES and cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved["settings"] == settings_of(args) and saved.get("aisp_config") == aisp_config_of(method, {}, args):
+        same = saved.get("aisp_config") == aisp_config_of(kind, {}, args) and saved.get("overrides", {}) == overrides
+        if saved["settings"] == settings_of(args) and same:
             start = time.perf_counter()
             results = []
             for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
@@ -185,20 +226,23 @@ def search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts
                 ]
                 results.append(AISPResult(prompt, query, args.max_new_tokens, samples, ess=[float(len(samples))]))
             return results, saved["seconds"] + time.perf_counter() - start
-    sampler = build_sampler(method, overrides, seed, model, tokenizer, reward, args)
+    sampler = build_sampler(kind, overrides, seed, model, tokenizer, reward, args)
     start = time.perf_counter()
     results = sampler.search(queries, prompts=prompts)
     seconds = time.perf_counter() - start
-    if method in BASELINES:
+    if kind in BASELINES:
         rows = [{key: [getattr(x, name) for x in r.samples] for key, name in _CACHED} for r in results]
-        record = {"settings": settings_of(args), "aisp_config": aisp_config_of(method, {}, args), "seconds": seconds}
+        record = {"settings": settings_of(args), "aisp_config": aisp_config_of(kind, {}, args), "seconds": seconds}
+        record |= {"overrides": overrides} if overrides else {}
         atomic_write_json(cache, record | {"prompts": rows})
     return results, seconds
 
 
-def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, embedder, prompts, queries, args) -> dict:
+def run_unit(method, kind, overrides, reward_name, seed, model, tokenizer, reward, embedder, prompts, queries,
+             args) -> dict:  # fmt: skip
     """Runs one (reward, method, seed) over every prompt; returns the unit record."""
-    results, seconds = search_or_rescore(method, overrides, seed, model, tokenizer, reward, prompts, queries, args)
+    results, seconds = search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, prompts, queries,
+                                         args)  # fmt: skip
     best = [r.best for r in results]
     nll = [token_nll(model, q, b.completion_ids) for q, b in zip(queries, best, strict=True)]
     coh = coherence(prompts, [b.completion for b in best], embedder)
@@ -231,13 +275,13 @@ def run_unit(method, overrides, reward_name, seed, model, tokenizer, reward, emb
     }
 
 
-def aisp_config_of(method: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
+def aisp_config_of(kind: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
     """The full AISP configuration a unit runs with (package defaults + overrides), ``None`` for the baselines but
     the control, which draws from AISP's proposal.
 
     Stored in every AISP unit and checked on resume: a unit made before a default changed must not pass for the
     new defaults."""
-    if method in BASELINES and method != CONTROL:
+    if kind in BASELINES and kind != CONTROL:
         return None
     config = AISPConfig(sample_size=args.sample_size, n_iterations=args.n_iterations, **_kl(args), **overrides)
     config = config.settings()
@@ -261,18 +305,18 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def best_at(rewards: list[float], method: str, n: int) -> float:
+def best_at(rewards: list[float], kind: str, n: int) -> float:
     """Best reward at ``n`` samples: AISP's best so far (samples in order), BoN's expected best of ``n``."""
-    if method == "greedy":
+    if kind == "greedy":
         return rewards[0]
-    if method in BEST_OF_N:
+    if kind in BEST_OF_N:
         return expected_best_of(rewards, n)
     finite = [r for r in rewards[:n] if math.isfinite(r)]
     return max(finite) if finite else math.nan
 
 
-def curve_of(rewards: list[float], method: str) -> list[float]:
-    if method in BEST_OF_N:
+def curve_of(rewards: list[float], kind: str) -> list[float]:
+    if kind in BEST_OF_N:
         return expected_best_of_curve(rewards)
     curve, best = [], -math.inf
     for r in rewards:
@@ -299,23 +343,30 @@ def _repetitive(prompt_record: dict[str, Any]) -> bool:
     return bool({"repeated_trigram", "word_run"} & set(reasons))
 
 
-def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
-    """Aggregates the saved units into the tables of the report (per reward)."""
+def build_report(units: list[dict], args: argparse.Namespace, kinds: dict[str, str]) -> dict[str, Any]:
+    """Aggregates the saved units into the tables of the report (per reward); ``kinds`` maps each method (or
+    variant) to its method in the package's table."""
     report: dict[str, Any] = {"settings": settings_of(args), "rewards": {}}
     total = args.sample_size * args.n_iterations
     checkpoints = checkpoints_of(args)
     for reward in args.rewards:
         by_method = {m: sorted((u for u in units if u["reward"] == reward and u["method"] == m),
-                               key=lambda u: u["seed"]) for m in methods}  # fmt: skip
+                               key=lambda u: u["seed"]) for m in kinds}  # fmt: skip
         by_method = {m: us for m, us in by_method.items() if us}
         if not by_method:
             continue
         section: dict[str, Any] = {"methods": {}, "paired": {}, "curves": {}}
+        if "greedy" in by_method:  # deterministic: one unit (runs made one seed at a time may hold several)
+            by_method["greedy"] = by_method["greedy"][:1]
         greedy = [p["best_reward"] for p in by_method["greedy"][0]["prompts"]] if "greedy" in by_method else None
         for method, us in by_method.items():
             # the value at N of what the method optimised: the score r - beta * KL with --kl_coef, else the reward
-            table = {n: [[best_at(_objectives(p), method, n) for p in u["prompts"]] for u in us] for n in checkpoints}
+            kind = kinds[method]
+            table = {n: [[best_at(_objectives(p), kind, n) for p in u["prompts"]] for u in us] for n in checkpoints}
             row: dict[str, Any] = {"seeds": [u["seed"] for u in us], "seconds": sum(u["seconds"] for u in us) / len(us)}
+            # the cost axes: samples drawn, generated tokens (every sample) per prompt, seconds per run
+            row["samples"] = len(us[0]["prompts"][0]["rewards"])
+            row["tokens"] = sum(p["tokens"] for u in us for p in u["prompts"]) / (len(us) * len(us[0]["prompts"]))
             for n, per_seed in table.items():
                 per_prompt = torch.tensor(per_seed).nanmean(0).tolist()
                 row[f"N={n}"] = bootstrap_ci(per_prompt)
@@ -338,24 +389,27 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
                 for key in ("best_reward", "best_kl"):
                     values = torch.tensor([[p[key] for p in u["prompts"]] for u in us]).nanmean(0).tolist()
                     row[f"chosen_{key.removeprefix('best_')}"] = bootstrap_ci(values)
-            curves = torch.tensor([[curve_of(_objectives(p), method) for p in u["prompts"]] for u in us])
+            curves = torch.tensor([[curve_of(_objectives(p), kind) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row
             section.setdefault("tables", {})[method] = table
         tables = section.pop("tables")
         for method in by_method:
-            if method in BASELINES:
+            if kinds[method] in BASELINES:
                 continue
-            for baseline in ("bon_top_p", "bon_gaussian", CONTROL, "greedy"):
-                if baseline not in by_method:
-                    continue
+            target = section["methods"][method][f"N={total}"][0]
+            for baseline in (m for m in by_method if kinds[m] in BASELINES):
                 a, b = tables[method][total], tables[baseline][total]
-                if baseline == "greedy":
+                if kinds[baseline] == "greedy":
                     b = b * len(a)  # deterministic: the one greedy run pairs with every seed
                 common = min(len(a), len(b))
-                section["paired"][f"{method} vs {baseline}"] = paired_comparison(a[:common], b[:common])
+                paired = paired_comparison(a[:common], b[:common])
+                if kinds[baseline] in BEST_OF_N:  # samples (and seconds, tokens) the baseline needs to match
+                    base = section["methods"][baseline]
+                    paired["samples_to_match"] = samples_to_match(section["curves"][baseline], target)
+                    paired["seconds_to_match"] = paired["samples_to_match"] * base["seconds"] / base["samples"]
+                section["paired"][f"{method} vs {baseline}"] = paired
             if "bon_top_p" in section["curves"]:
-                target = section["methods"][method][f"N={total}"][0]
                 section["methods"][method]["bon_top_p_samples_to_match"] = samples_to_match(
                     section["curves"]["bon_top_p"], target
                 )
@@ -365,6 +419,7 @@ def build_report(units: list[dict], args: argparse.Namespace, methods: list[str]
 
 def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     total = args.sample_size * args.n_iterations
+    labels = labels_of(args)
     checkpoints = checkpoints_of(args)
     s = report["settings"]
     lines = [
@@ -395,36 +450,66 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
             metrics = " | ".join(format_ci(row[key], 2) for key in ("nll_per_token", "coherence", "diversity"))
             lines.append(
-                f"| {LABELS.get(method, method)} | {len(row['seeds'])} | {cells} "
+                f"| {labels.get(method, method)} | {len(row['seeds'])} | {cells} "
                 f"| {format_ci(row['degenerate_as_greedy']) if 'degenerate_as_greedy' in row else '—'} | {metrics} "
                 f"| {row['degenerate']} / {row['off_topic']} of {row['answers']} | {match_text} "
                 f"| {row['seconds']:.0f} |"
             )
         if section["paired"]:
-            lines += ["", f"| paired at N = {total} | mean difference [95% CI] | wins / ties / losses | pairs |",
-                      "|---|---:|---:|---:|"]  # fmt: skip
+            lines += ["", f"| paired at N = {total} | mean difference [95% CI] | wins / ties / losses | pairs "
+                      "| baseline's N to match | its seconds to match (method's) |",
+                      "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
             for name, p in section["paired"].items():
                 method, baseline = name.split(" vs ")
-                label = f"{LABELS.get(method, method)} − {LABELS[baseline]}"
-                lines.append(f"| {label} | {format_paired(p)} | {p['pairs']} |")
+                label = f"{labels.get(method, method)} − {labels.get(baseline, baseline)}"
+                match, secs = "—", "—"
+                if "samples_to_match" in p:
+                    found = math.isfinite(p["samples_to_match"])
+                    n_max = section["methods"][baseline]["samples"]
+                    match = f"{p['samples_to_match']:.0f}" if found else f"> {n_max}"
+                    own, most = section["methods"][method]["seconds"], section["methods"][baseline]["seconds"]
+                    secs = f"{p['seconds_to_match']:.0f} ({own:.0f})" if found else f"> {most:.0f} ({own:.0f})"
+                lines.append(f"| {label} | {format_paired(p)} | {p['pairs']} | {match} | {secs} |")
         lines.append("")
     return "\n".join(lines)
 
 
+def labels_of(args: argparse.Namespace) -> dict[str, str]:
+    """Table labels: the method table's, and a BoN variant's with its settings."""
+    bon = parse_bon_variants(args.bon_variants, args.sample_size, args.sample_size * args.n_iterations)
+    named = {
+        name: f"BoN (top-p) {name}: T {o.get('temperature', args.temperature)}, p {o.get('top_p', args.top_p)}"
+        + (f", N {o['samples']}" if "samples" in o else "")
+        for name, o in bon.items()
+    }  # fmt: skip
+    return LABELS | named
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
-    rewards = list(report["rewards"])
-    with agg_figure(path, ncols=len(rewards), figsize=(5 * len(rewards), 3.6)) as axes:
-        for ax, reward in zip(axes, rewards, strict=True):
-            for method, curve in report["rewards"][reward]["curves"].items():
-                if method == "greedy":
-                    ax.axhline(curve[0], color="gray", ls=":", label="greedy")
-                    continue
-                ax.plot(range(1, len(curve) + 1), curve, label=LABELS.get(method, method))
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("samples N")
-            ax.set_ylabel("best reward (mean over prompts and seeds)")
-            ax.set_title(reward)
-            ax.legend(fontsize=7)
+    """Best reward (mean over prompts and seeds) per reward (columns) against samples, seconds and generated tokens
+    (rows); a method's seconds and tokens at ``m`` samples are its run's per-sample seconds and tokens times ``m``."""
+    rewards, labels = list(report["rewards"]), report.get("labels", LABELS)
+    axes_of = (
+        ("samples N", lambda row: 1.0),
+        ("seconds (decoding + scoring)", lambda row: row["seconds"] / row["samples"]),
+        ("generated tokens per prompt", lambda row: row["tokens"] / row["samples"]),
+    )
+    with agg_figure(path, nrows=3, ncols=len(rewards), figsize=(5 * len(rewards), 10)) as axes:
+        axes = [axes[i * len(rewards) : (i + 1) * len(rewards)] for i in range(3)]
+        for row_axes, (xlabel, per_sample) in zip(axes, axes_of, strict=True):
+            for ax, reward in zip(row_axes, rewards, strict=True):
+                section = report["rewards"][reward]
+                for method, curve in section["curves"].items():
+                    if method == "greedy":
+                        ax.axhline(curve[0], color="gray", ls=":", label="greedy")
+                        continue
+                    unit = per_sample(section["methods"][method])
+                    ax.plot([unit * m for m in range(1, len(curve) + 1)], curve, label=labels.get(method, method))
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel("best reward")
+                ax.set_title(reward)
+                ax.legend(fontsize=6)
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -433,12 +518,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.rewards:  # a bad reward name fails before the model loads
         check_reward_spec(name)
+    total = args.sample_size * args.n_iterations
     variants = parse_variants(args.variants)
-    methods = list(dict.fromkeys([*args.methods, *variants]))
-    specs = {m: variants.get(m, {}) for m in methods}
-    unknown = [m for m in methods if m not in LABELS and m not in variants]
+    bon_variants = parse_bon_variants(args.bon_variants, args.sample_size, total, taken=tuple(variants))
+    unknown = [m for m in args.methods if m not in LABELS]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; use {list(LABELS)} or define them with --variants.")
+        raise ValueError(f"unknown methods {unknown}; use {list(LABELS)} or define variants with --variants / "
+                         "--bon_variants.")  # fmt: skip
+    # each method -> its method in the package's table (a variant's is aisp or bon_top_p) and its overrides
+    kinds = {m: m for m in args.methods} | dict.fromkeys(variants, "aisp") | dict.fromkeys(bon_variants, "bon_top_p")
+    specs = {m: variants.get(m) or bon_variants.get(m) or {} for m in kinds}
+    methods = list(kinds)
     output_dir = Path(args.output_dir)
     store = UnitStore(output_dir, settings_of(args))
     if not args.report_only:
@@ -452,14 +542,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for seed in args.seeds:  # seeds outermost: an interrupted run still has complete seeds
             for reward_name in args.rewards:
                 for method in methods:
-                    if method == "greedy" and seed != args.seeds[0]:
-                        continue  # deterministic: one run
-                    identity = {"overrides": specs[method], "aisp_config": aisp_config_of(method, specs[method], args)}
+                    kind = kinds[method]
+                    done = store.path(reward_key(reward_name), method, "seed").parent.glob("seed*.json")
+                    if kind == "greedy" and any(done):
+                        continue  # deterministic: one run, whichever seed made it
+                    identity = {"overrides": specs[method], "aisp_config": aisp_config_of(kind, specs[method], args)}
 
-                    def compute(method=method, reward_name=reward_name, seed=seed) -> dict[str, Any]:
+                    def compute(method=method, kind=kind, reward_name=reward_name, seed=seed) -> dict[str, Any]:
                         if reward_name not in rewards:
                             rewards[reward_name] = build_reward(reward_name, embedder=embedder)
-                        return run_unit(method, specs[method], reward_name, seed, model, tokenizer,
+                        return run_unit(method, kind, specs[method], reward_name, seed, model, tokenizer,
                                         rewards[reward_name], embedder, prompts, queries, args)  # fmt: skip
 
                     path = store.path(reward_key(reward_name), method, f"seed{seed}")
@@ -472,10 +564,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             (u["seed"] in args.seeds or u["method"] == "greedy")  # the seeds asked for; greedy runs once
             and u["method"] in specs
             and u["overrides"] == specs[u["method"]]
-            and u.get("aisp_config") == aisp_config_of(u["method"], specs[u["method"]], args)
+            and u.get("aisp_config") == aisp_config_of(kinds[u["method"]], specs[u["method"]], args)
         ),
     )
-    report = build_report(units, args, methods)
+    report = build_report(units, args, kinds) | {"labels": labels_of(args)}
     markdown = report_markdown(report, args)
     write_report_files(output_dir, report, markdown, plot=plot if report["rewards"] else None, plot_name="curves.png")
     print(markdown)

@@ -219,6 +219,41 @@ def test_bench_vs_bon_tunes_bon_top_p_temperature_and_records_it(tmp_path):
     assert script.settings_of(hot)["temperature"] == 1.5 and "temperature" not in script.settings_of(default)
 
 
+def test_bench_vs_bon_bon_variants_are_tuned_bons_with_their_own_settings_and_budget(tmp_path):
+    lm, rm = save_tiny_lm(tmp_path / "lm"), save_tiny_reward_model(tmp_path / "rm")
+    script = _script("bench_vs_bon")
+    out = tmp_path / "out"
+    args = _vs_bon_args(script, lm, rm, out, "--seeds", "0", "--checkpoints", "2",
+                        "--bon_variants", "tuned:temperature=0.7,top_p=0.95", "big:top_p=1.0,samples=8")  # fmt: skip
+    report = script.main(args)
+    section = report["rewards"][str(rm)]
+    assert {"aisp vs bon_top_p", "aisp vs tuned", "aisp vs big"} <= set(section["paired"])
+    tuned = json.loads(next((out / "units").glob("*/tuned/seed0.json")).read_text())
+    big = json.loads(next((out / "units").glob("*/big/seed0.json")).read_text())
+    assert tuned["overrides"] == {"temperature": 0.7, "top_p": 0.95} and len(tuned["prompts"][0]["rewards"]) == 4
+    assert len(big["prompts"][0]["rewards"]) == 8 and len(section["curves"]["big"]) == 8  # its own N: 8 > budget 4
+    assert section["methods"]["big"]["samples"] == 8
+    # at the budget, the large-N BoN is the expected best of 4 of its 8 samples
+    expected = [script.expected_best_of(p["rewards"], 4) for p in big["prompts"]]
+    assert section["methods"]["big"]["N=4"][0] == pytest.approx(sum(expected) / len(expected))
+    paired = section["paired"]["aisp vs big"]
+    m = paired["samples_to_match"]
+    assert m == script.samples_to_match(section["curves"]["big"], section["methods"]["aisp"]["N=4"][0])
+    if math.isfinite(m):
+        assert paired["seconds_to_match"] == pytest.approx(m * section["methods"]["big"]["seconds"] / 8)
+    assert "BoN (top-p) tuned: T 0.7, p 0.95" in (out / "report.md").read_text()
+    assert (out / "samples" / "tuned" / "seed0.json").is_file()
+    # the variant's settings reach the sampler
+    model, tok = make_model("llama"), make_tokenizer()
+    sampler = script.build_sampler("bon_top_p", {"temperature": 0.7, "top_p": 0.95, "samples": 8}, 0, model, tok,
+                                   letter_reward(), args)  # fmt: skip
+    assert (sampler.gen_config.temperature, sampler.gen_config.top_p, sampler.sample_size) == (0.7, 0.95, 8)
+    for bad, match in (("x:top_k=3", "not one of"), ("x:samples=5", "multiple of"), ("x:samples=2", "at least"),
+                       ("x:top_p=1.5", "top_p must be"), ("aisp:top_p=1.0", "new name")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            script.parse_bon_variants([bad], 2, 4)
+
+
 def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
     script = _script("bench_vs_bon")
     args = script.make_parser().parse_args(["--sample_size", "2", "--n_iterations", "1", "--seeds", "0",
@@ -227,7 +262,7 @@ def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
     def unit(method, rewards, answers):
         prompts = [
             {"prompt": f"Describe topic {j}.", "rewards": r, "best_reward": max(r), "best_completion": a,
-             "nll_per_token": 1.0, "coherence": 0.5}
+             "nll_per_token": 1.0, "coherence": 0.5, "tokens": 3 * len(r)}
             for j, (r, a) in enumerate(zip(rewards, answers, strict=True))
         ]  # fmt: skip
         return {"reward": "r", "method": method, "seed": 0, "seconds": 1.0, "prompts": prompts}
@@ -236,7 +271,7 @@ def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
         unit("aisp", [[0.2, 0.9], [0.1, 0.8]], ["great great great", "topic one is fine"]),
         unit("greedy", [[0.3], [0.4]], ["greedy answer zero", "greedy answer one"]),
     ]
-    row = script.build_report(units, args, ["aisp", "greedy"])["rewards"]["r"]["methods"]["aisp"]
+    row = script.build_report(units, args, {"aisp": "aisp", "greedy": "greedy"})["rewards"]["r"]["methods"]["aisp"]
     assert row["N=2"][0] == pytest.approx((0.9 + 0.8) / 2)  # raw: the repetition's 0.9 counts
     assert row["degenerate_as_greedy"][0] == pytest.approx((0.3 + 0.8) / 2)  # guarded: prompt 0 falls back to greedy
     assert row["degenerate"] == 1

@@ -55,20 +55,22 @@ def json_default(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def agg_figure(path: str | os.PathLike, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.4)) -> Iterator[Any]:
-    """A row of ``ncols`` matplotlib axes (Agg backend, no display) saved to ``path`` at 120 dpi on exit.
+def agg_figure(
+    path: str | os.PathLike, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.4), nrows: int = 1
+) -> Iterator[Any]:
+    """A grid of ``nrows`` x ``ncols`` matplotlib axes (Agg backend, no display) saved to ``path`` at 120 dpi on exit.
 
     Yields:
-        the axes, a list of length ``ncols``.
+        the axes, a flat list of length ``nrows * ncols`` in row-major order.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
     try:
-        yield list(axes[0])
+        yield [ax for row in axes for ax in row]
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
