@@ -251,3 +251,25 @@ def capture_prelogits(model: nn.Module) -> Iterator[list[Tensor]]:
         yield captured
     finally:
         handle.remove()
+
+
+@contextmanager
+def record_prelogits(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Records, at every call of the output layer, the last position's pre-logit `(B, d)` *before* any other
+    pre-hook changes it (it runs first, so under `perturb_prelogits` it sees the unperturbed ``z_t``).
+
+    Inside ``generate`` the t-th entry is ``z_t``, the pre-logit that produced generated token t (``generate``
+    feeds one position per call): the base model's distribution there is ``softmax(head(z_t))``. The hook is
+    removed in ``finally``.
+    """
+    head = find_output_layer(model)
+    recorded: list[Tensor] = []
+
+    def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        recorded.append(args[0][:, -1].detach())
+
+    handle = head.register_forward_pre_hook(record, prepend=True)
+    try:
+        yield recorded
+    finally:
+        handle.remove()

@@ -5,9 +5,13 @@ Both decode exactly ``--max_new_tokens`` tokens per row (``min_new_tokens``). Th
 decoding, the reward and the weight/mean update. Repetitions alternate the order of the two cases; the script
 prints the ratio of medians and the median of the paired ratios (issue target: <= 1.02; paper: 1%).
 
+With ``--kl_coef B`` a third case runs in the same rotation: the AISP iteration with ``kl_coef=B`` (each row's base
+NLL read off the decode), and the script also prints its ratio to the plain AISP iteration (target: <= 1.10).
+
 ```bash
 python benchmarks/bench_iteration.py                      # SmolLM2-135M-Instruct, n=8, 32 tokens, 12 pairs, 1 thread
 python benchmarks/bench_iteration.py --sample_size 32 --max_new_tokens 128 --threads 0 --device cuda
+python benchmarks/bench_iteration.py --sample_size 32 --kl_coef 0.1 --pairs 6   # the cost of the KL-regularised search
 ```
 """
 
@@ -32,6 +36,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=int, default=12, help="Timed (plain, AISP) pairs after one warm-up.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the model stays on CPU).")
+    parser.add_argument("--kl_coef", type=float, default=0.0, help="Also time an AISP iteration with this kl_coef.")
     return parser
 
 
@@ -43,9 +48,9 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     n, tau = args.sample_size, args.max_new_tokens
     ids = torch.tensor([query] * n, device=model.device)
     mask = torch.ones_like(ids)
-    sampler = AISPSampler(
-        model, tok, VaderSentimentReward(), LengthSampler(tau, tau + 1), sample_size=n, n_iterations=1, seed=0
-    )
+    reward, lengths = VaderSentimentReward(), LengthSampler(tau, tau + 1)
+    sampler = AISPSampler(model, tok, reward, lengths, sample_size=n, n_iterations=1, seed=0)
+    regularised = AISPSampler(model, tok, reward, lengths, sample_size=n, n_iterations=1, seed=0, kl_coef=args.kl_coef)
 
     def plain() -> None:
         with torch.no_grad():
@@ -58,11 +63,15 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     def aisp() -> None:
         sampler.search(query, min_new_tokens=tau)
 
-    plain(), aisp()  # warm-up
-    times: dict[str, list[float]] = {"plain": [], "aisp": []}
+    def aisp_kl() -> None:
+        regularised.search(query, min_new_tokens=tau)
+
+    cases = [("plain", plain), ("aisp", aisp)] + ([("aisp_kl", aisp_kl)] if args.kl_coef else [])
+    for _, fn in cases:  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name, _ in cases}
     for rep in range(args.pairs):
-        cases = [("plain", plain), ("aisp", aisp)]
-        for name, fn in cases if rep % 2 == 0 else cases[::-1]:
+        for name, fn in cases[rep % len(cases) :] + cases[: rep % len(cases)]:  # rotate the order
             start = time.perf_counter()
             fn()
             if model.device.type == "cuda":
@@ -77,6 +86,13 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         "min_paired_ratio": min(paired),
         "max_paired_ratio": max(paired),
     }
+    if args.kl_coef:
+        kl_paired = [k / a for k, a in zip(times["aisp_kl"], times["aisp"], strict=True)]
+        result |= {
+            "aisp_kl_median_s": statistics.median(times["aisp_kl"]),
+            "kl_over_aisp_ratio_of_medians": statistics.median(times["aisp_kl"]) / statistics.median(times["aisp"]),
+            "kl_over_aisp_median_paired_ratio": statistics.median(kl_paired),
+        }
     print(f"n={n}, {tau} tokens, {args.pairs} pairs, {torch.get_num_threads()} threads")
     print("\n".join(f"{k}: {v:.3f}" for k, v in result.items()))
     return result

@@ -78,11 +78,15 @@ def test_bench_iteration_times_both_cases_at_the_fixed_length(tmp_path):
     path = save_tiny_lm(tmp_path / "lm")
     module = _script("bench_iteration")
     args = module.make_parser().parse_args(
-        ["--model_name_or_path", str(path), "--sample_size", "2", "--max_new_tokens", "4", "--pairs", "2"]
-    )
+        ["--model_name_or_path", str(path), "--sample_size", "2", "--max_new_tokens", "4", "--pairs", "3",
+         "--kl_coef", "0.1"]
+    )  # fmt: skip
     result = module.main(args)
-    assert result["plain_median_s"] > 0 and result["aisp_median_s"] > 0
+    assert result["plain_median_s"] > 0 and result["aisp_median_s"] > 0 and result["aisp_kl_median_s"] > 0
     assert math.isfinite(result["ratio_of_medians"]) and result["min_paired_ratio"] <= result["max_paired_ratio"]
+    assert result["kl_over_aisp_ratio_of_medians"] == pytest.approx(
+        result["aisp_kl_median_s"] / result["aisp_median_s"]
+    )
 
 
 def test_bench_vs_bon_units_resume_rescore_and_report(tmp_path, monkeypatch):

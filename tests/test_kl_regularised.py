@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from _tiny import letter_reward
+from transformers import GenerationConfig
 
 from aisp_trl import AISPConfig, AISPSampler, BestOfNSampler, GaussianBestOfNSampler, LengthSampler
 from aisp_trl.evaluation.metrics import token_nll
@@ -70,6 +71,38 @@ def test_a_large_beta_picks_the_answer_closest_to_the_base_model(model, tok):
         assert len(set(kls)) > 1  # the samples differ, so the choice means something
         assert result.best.kl == min(kls) and result.best.reward == 1.0
         assert sampler.generate(query)[0][0] != "" and result.to_dict()["best"]["kl"] == min(kls)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_the_nll_read_off_the_decode_equals_a_teacher_forced_pass(tok, arch):
+    # HFDecoder records the unperturbed z_t while decoding (before the noise is added) and runs the head over the
+    # generated positions once afterwards; it must give what a second, teacher-forced forward gives. Gemma 2
+    # soft-caps its logits after the head; GPT-2 has its own cache; rows of different queries and lengths, an
+    # EOS before the horizon and a slice limit (max_batch_rows) are all covered.
+    from _tiny import EOS_ID, make_model
+
+    from aisp_trl.decoding import HFDecoder
+
+    lm = make_model(arch)
+    decoder = HFDecoder(lm, tok.pad_token_id, max_batch_rows=3)
+    rows = [tok("the cat").input_ids] * 3 + [tok("a dog sat on").input_ids] * 2
+    config = GenerationConfig(do_sample=False, max_new_tokens=6, eos_token_id=EOS_ID, pad_token_id=tok.pad_token_id)
+    noise = torch.randn(len(rows), 6, lm.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 3.0
+    greedy, nll = decoder.greedy_with_nll(rows, [6, 6, 4, 6, 5], config, noise)
+    assert greedy == decoder.greedy(rows, [6, 6, 4, 6, 5], config, noise)  # recording changes nothing decoded
+    assert len({tuple(c) for c in greedy}) > 1 and min(map(len, greedy)) < 6  # distinct answers, some cut short
+    assert nll == pytest.approx(decoder.response_nll(rows, greedy), rel=1e-5, abs=1e-5)
+    sampling = GenerationConfig(do_sample=True, top_p=0.9, temperature=1.5, top_k=0, max_new_tokens=6,
+                                eos_token_id=EOS_ID, pad_token_id=tok.pad_token_id)  # fmt: skip
+    sampled, nll = decoder.sample_with_nll(rows, [6] * 5, sampling, seed=3)
+    assert sampled == decoder.sample(rows, [6] * 5, sampling, seed=3)
+    # the base model's NLL (T = 1, untruncated), not the sampling distribution's
+    assert nll == pytest.approx(decoder.response_nll(rows, sampled), rel=1e-5, abs=1e-5)
+    # a sample's KL field is that NLL: BestOfNSampler with kl_coef reads it off its own decode
+    bon = BestOfNSampler(lm, tok, letter_reward(), LengthSampler(6, 7), 4, 0, kl_coef=0.1)
+    for s in bon.search(rows[0])[0].samples:
+        expected = token_nll(lm, rows[0], s.completion_ids) * len(s.completion_ids)
+        assert s.kl == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_kl_coef_is_validated(model, tok):

@@ -49,9 +49,31 @@ class Decoder(Protocol):
         """Sampled decoding with ``config`` (e.g. top-p), reproducible for a ``seed``; never touches global RNGs."""
         ...
 
-    def response_nll(self, rows: list[list[int]], completions: list[list[int]]) -> list[float]:
-        """Per row, ``-log P_base(completion | row)`` summed over the completion's tokens under the unperturbed
-        model (0.0 for an empty completion): the point-mass KL estimate of a decoded answer."""
+    def greedy_with_nll(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        perturbations: Tensor | PrelogitNoise | None = None,
+        *,
+        device: Any | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[list[list[int]], list[float]]:
+        """`greedy`, and per row ``-log P_base(completion | row)`` summed over the completion's tokens under the
+        unperturbed model (0.0 for an empty completion): the point-mass KL estimate of each decoded answer."""
+        ...
+
+    def sample_with_nll(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        *,
+        device: Any | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[list[list[int]], list[float]]:
+        """`sample`, and each row's ``-log P_base(completion | row)`` (the base model at T = 1, untruncated)."""
         ...
 
 

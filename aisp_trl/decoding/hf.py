@@ -16,9 +16,11 @@ from ..hooks import (
     find_output_layer,
     generation_model,
     perturb_prelogits,
+    record_prelogits,
     transform_prelogits,
     unwrap_model,
 )
+from ..lm_head import token_logprobs
 from .base import cut_completion, eos_ids
 from .noise import PrelogitNoise
 
@@ -72,7 +74,25 @@ class HFDecoder:
             raise ValueError("pass either `perturbations` or `transform` to `greedy`, not both.")
         if isinstance(perturbations, PrelogitNoise):
             perturbations = perturbations.dense()
-        return self._decode(rows, horizons, config, perturbations, None, model_kwargs, transform, device)
+        return self._decode(rows, horizons, config, perturbations, None, model_kwargs, transform, device)[0]
+
+    def greedy_with_nll(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        perturbations: Tensor | PrelogitNoise | None = None,
+        *,
+        device: torch.device | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[list[list[int]], list[float]]:
+        """`greedy`, and per row ``-log P_base(completion | row)`` under the unperturbed model, from the pre-logits
+        ``z_t`` the decode computed anyway (recorded before the noise is added): one float32 head pass over the
+        generated positions after decoding, no second forward through the model."""
+        if isinstance(perturbations, PrelogitNoise):
+            perturbations = perturbations.dense()
+        completions, nll = self._decode(rows, horizons, config, perturbations, None, model_kwargs, None, device, True)
+        return completions, nll  # type: ignore[return-value]
 
     def sample(
         self,
@@ -85,7 +105,22 @@ class HFDecoder:
         **model_kwargs: Any,
     ) -> list[list[int]]:
         """Sampled decoding under ``torch.random.fork_rng`` seeded with ``seed`` (the global RNG is restored)."""
-        return self._decode(rows, horizons, config, None, seed, model_kwargs, device=device)
+        return self._decode(rows, horizons, config, None, seed, model_kwargs, device=device)[0]
+
+    def sample_with_nll(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        *,
+        device: torch.device | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[list[list[int]], list[float]]:
+        """`sample`, and per row ``-log P_base(completion | row)`` under the model at temperature 1 with no
+        truncation (the base distribution, not the sampling one), from the pre-logits the decode computed."""
+        completions, nll = self._decode(rows, horizons, config, None, seed, model_kwargs, None, device, True)
+        return completions, nll  # type: ignore[return-value]
 
     @torch.no_grad()
     def response_nll(self, rows: list[list[int]], completions: list[list[int]], chunk_rows: int = 32) -> list[float]:
@@ -155,7 +190,9 @@ class HFDecoder:
         model_kwargs: dict[str, Any],
         transform: PrelogitTransform | None = None,
         device: torch.device | None = None,
-    ) -> list[list[int]]:
+        with_nll: bool = False,
+    ) -> tuple[list[list[int]], list[float] | None]:
+        """``(completions, base NLL per row or None)``; the NLL from the pre-logits recorded while decoding."""
         input_ids, attention_mask = self.left_pad(rows, device)
         distinct = list(dict.fromkeys(tuple(r) for r in rows))
         owner = {query: j for j, query in enumerate(distinct)}
@@ -165,13 +202,19 @@ class HFDecoder:
         step = self.max_batch_rows or len(rows)
         devices = [self.device] if self.device.type == "cuda" else []
         completions: list[list[int]] = []
+        nll: list[float] = []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)  # one stream across the slices
             for lo in range(0, len(rows), step):
                 hi = min(lo + step, len(rows))
                 kwargs = self._rows_cache(prompt_cache, [owner[tuple(rows[i])] for i in range(lo, hi)])
-                with torch.no_grad(), _maybe_perturb(self.model, perturbations, lo, hi, transform, max(horizons)):
+                recording = record_prelogits(self.model) if with_nll else contextlib.nullcontext([])
+                with (
+                    torch.no_grad(),
+                    recording as steps,
+                    _maybe_perturb(self.model, perturbations, lo, hi, transform, max(horizons)),
+                ):
                     output = self.generator_model.generate(
                         input_ids=input_ids[lo:hi],
                         attention_mask=attention_mask[lo:hi],
@@ -179,8 +222,32 @@ class HFDecoder:
                         **kwargs,
                         **model_kwargs,
                     )
-                completions += _cut(output, input_ids.shape[1], horizons[lo:hi], eos)
-        return completions
+                cut = _cut(output, input_ids.shape[1], horizons[lo:hi], eos)
+                completions += cut
+                if with_nll:
+                    nll += self._recorded_nll(steps, cut)
+        return completions, (nll if with_nll else None)
+
+    def _recorded_nll(self, steps: list[Tensor], completions: list[list[int]]) -> list[float]:
+        """``-sum_t log P_base(c_t)`` per row from ``steps[t]`` `(B, d)`, the unperturbed pre-logit that produced
+        token t: only the positions inside each completion go through the head."""
+        longest = max((len(c) for c in completions), default=0)
+        if longest == 0:
+            return [0.0] * len(completions)
+        if len(steps) < longest:
+            raise RuntimeError(
+                f"recorded {len(steps)} calls of the output layer for completions of up to {longest} tokens; this "
+                "model does not call its LM head once per generated token, so the base NLL cannot be read off the "
+                "decode."
+            )
+        z = torch.stack(steps[:longest], dim=1)  # (B, T, d)
+        row_index = [b for b, c in enumerate(completions) for _ in c]
+        step_index = [t for c in completions for t in range(len(c))]
+        tokens = torch.tensor([token for c in completions for token in c], dtype=torch.long, device=z.device)
+        logp = token_logprobs(self.model, z[row_index, step_index], tokens)  # (P,)
+        totals = torch.zeros(len(completions), dtype=torch.float64, device=z.device)
+        totals.index_add_(0, torch.tensor(row_index, device=z.device), logp.double())
+        return (-totals).tolist()
 
     def left_pad(self, rows: list[list[int]], device: torch.device | None = None) -> tuple[Tensor, Tensor]:
         """Left-pads token rows into `(B, L)` input ids and attention mask on ``device`` (default: the LM head's)."""

@@ -262,10 +262,12 @@ class VLLMDecoder:
             outputs += self.llm.generate(batch, params[lo : lo + step], use_tqdm=False)
         return outputs
 
-    def response_nll(self, rows: list[list[int]], completions: list[list[int]]) -> list[float]:
+    def greedy_with_nll(self, *args: Any, **kwargs: Any) -> tuple[list[list[int]], list[float]]:
         """Not on vLLM yet: the KL-regularised score (``kl_coef > 0``) needs the base model's log-probabilities of
         each decoded answer, which this decoder does not request; the samplers refuse ``kl_coef`` on vLLM."""
         raise NotImplementedError("`kl_coef > 0` runs on the HF backend only for now (no base log-probs on vLLM).")
+
+    sample_with_nll = greedy_with_nll
 
 
 # transformers logits processors that would change the decoded tokens but have no vLLM counterpart here

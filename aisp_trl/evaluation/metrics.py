@@ -19,11 +19,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from ..hooks import capture_prelogits, find_output_layer, generation_model, perturb_prelogits, unwrap_model
+from ..lm_head import finalize_logits, float32_head
 
 __all__ = [
     "decode_with_mean",
@@ -252,7 +252,7 @@ def _response_logits(
     with torch.no_grad():
         # the head in float32: bf16 / fp16 logits carry ~1e-2 relative rounding error, which the KL sums over steps
         z32 = z.float()
-        logits = _finalize_logits(model, _float32_head(head, torch.cat([z32, z32 + u]))).double()  # (2T, V)
+        logits = finalize_logits(model, float32_head(head, torch.cat([z32, z32 + u]))).double()  # (2T, V)
     base, perturbed = logits[:n_steps], logits[n_steps:]
     reference = getattr(output, "logits", None)
     if reference is not None and reference.shape[1] == ids.shape[1]:
@@ -269,39 +269,6 @@ def _response_logits(
 
 
 _LOGIT_TOLERANCE = {torch.float64: 1e-3, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 5e-2}
-
-
-def _float32_head(head: nn.Module, hidden: Tensor) -> Tensor:
-    """``W z + b`` in float32 for `(N, d)` float32 pre-logits. A plain ``nn.Linear`` is applied with float32 copies
-    of its parameters; other heads (a PEFT LoRA layer, an offloaded or hooked module) run as they are, in their
-    dtype, and only their output is cast."""
-    weight = getattr(head, "weight", None)
-    plain = (
-        type(head) is nn.Linear
-        and not (head._forward_hooks or head._forward_pre_hooks)
-        and isinstance(weight, Tensor)
-        and weight.device.type != "meta"
-    )
-    if not plain:
-        dtype = weight.dtype if isinstance(weight, Tensor) else hidden.dtype
-        return head(hidden.to(dtype)).float()
-    bias = head.bias.float() if head.bias is not None else None
-    return F.linear(hidden, weight.float(), bias)
-
-
-def _finalize_logits(model: nn.Module, logits: Tensor) -> Tensor:
-    """What some causal LMs do after the LM head: Gemma's soft-capping, Cohere's and Granite's scaling."""
-    config = getattr(unwrap_model(model), "config", None)
-    scale = getattr(config, "logit_scale", None)  # Cohere: logits * scale
-    if isinstance(scale, int | float) and not isinstance(scale, bool):
-        logits = logits * scale
-    divisor = getattr(config, "logits_scaling", None)  # Granite: logits / scaling
-    if isinstance(divisor, int | float) and not isinstance(divisor, bool) and divisor:
-        logits = logits / divisor
-    cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3: cap * tanh(logits / cap)
-    if isinstance(cap, int | float) and not isinstance(cap, bool) and cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def _as_ids(ids: Sequence[int] | Tensor, name: str) -> list[int]:

@@ -228,15 +228,16 @@ class AISPSampler(SamplerBase):
                 width,
             )
             # lines 5-16: greedy decoding with z_t <- z_t + v_t for t <= tau (the decoder knows the engine)
-            completion_ids = self.decoder.greedy(
-                rows, row_horizons, gen_config, noise, device=device, **generation_kwargs
+            # (with kl_coef, each row's base NLL read off the same decode: the unperturbed z_t it computed)
+            completion_ids, nll = self._decode(
+                "greedy", rows, row_horizons, gen_config, noise, device=device, **generation_kwargs
             )
             # line 17: rewards of every row, in one call
             texts, completions, rewards = self._score(
                 rows, [p for p in prompts for _ in range(n)], completion_ids, skip_special_tokens
             )
             # what the weights and the best use: the reward, or r - beta * KL with kl_coef (the KL-constrained goal)
-            objective, kl = self._objective(rows, completion_ids, rewards)
+            objective, kl = self._objective(completion_ids, rewards, nll)
             for j, result in enumerate(results):
                 r = objective[j * n : (j + 1) * n]
                 if not torch.isfinite(r).any():

@@ -395,16 +395,23 @@ class SamplerBase:
                 "backend does not compute yet; use a transformers model, or kl_coef=0."
             )
 
+    def _decode(self, how: str, *args: Any, **kwargs: Any) -> tuple[list[list[int]], list[float] | None]:
+        """``decoder.greedy`` / ``decoder.sample`` (``how``), and with ``kl_coef > 0`` each row's base NLL read off
+        the same decode (``greedy_with_nll`` / ``sample_with_nll``); ``None`` without ``kl_coef``."""
+        if self.kl_coef == 0.0:
+            return getattr(self.decoder, how)(*args, **kwargs), None
+        return getattr(self.decoder, f"{how}_with_nll")(*args, **kwargs)
+
     def _objective(
-        self, rows: list[list[int]], completion_ids: list[list[int]], rewards: Tensor
+        self, completion_ids: list[list[int]], rewards: Tensor, nll: list[float] | None
     ) -> tuple[Tensor, Tensor | None]:
         """What the search ranks and weights each row by, `(rows,)`: the rewards, or with ``kl_coef > 0`` the
         regularised score ``r - kl_coef * KL`` (`aisp_trl.ops.regularized_scores`), ``KL = -log P_base(y | x)``
-        summed over the completion (divided by its length with ``kl_per_token``), one teacher-forced pass over the
-        rows. Returns the objective and the KL estimates (``None`` without ``kl_coef``)."""
-        if self.kl_coef == 0.0:
+        summed over the completion (``nll``, from `_decode`; divided by its length with ``kl_per_token``). Returns
+        the objective and the KL estimates (``None`` without ``kl_coef``)."""
+        if self.kl_coef == 0.0 or nll is None:
             return rewards, None
-        kl = torch.tensor(self.decoder.response_nll(rows, completion_ids), dtype=torch.float64)
+        kl = torch.tensor(nll, dtype=torch.float64)
         if self.kl_per_token:
             kl = kl / torch.tensor([max(len(c), 1) for c in completion_ids], dtype=torch.float64)
         return regularized_scores(rewards, kl, self.kl_coef), kl

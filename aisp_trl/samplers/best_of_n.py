@@ -87,13 +87,13 @@ class BestOfNSampler(SamplerBase):
             # the query's own stream: seed, earlier calls that saw this query, its token ids (not its slot)
             seed = query_seed(self.seed, call, query)
             rows = [query] * self.sample_size
-            completion_ids = self.decoder.sample(
-                rows, [tau] * self.sample_size, config, seed, device=device, **model_kwargs
+            completion_ids, nll = self._decode(
+                "sample", rows, [tau] * self.sample_size, config, seed, device=device, **model_kwargs
             )
             texts, completions, rewards = self._score(
                 [query] * self.sample_size, [prompt] * self.sample_size, completion_ids, skip_special_tokens
             )
-            objective, kl = self._objective(rows, completion_ids, rewards)  # with kl_coef: RBoN's r - beta * KL
+            objective, kl = self._objective(completion_ids, rewards, nll)  # with kl_coef: RBoN's r - beta * KL
             result = SearchResult(
                 prompt=prompt,
                 query_ids=query,
