@@ -52,6 +52,7 @@ from _common import UnitStore, atomic_write_json, rescore_samples, reward_key
 
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
+from aisp_trl.decoding import HFDecoder
 from aisp_trl.evaluation.metrics import token_nll
 from aisp_trl.evaluation.report import agg_figure, format_ci, write_report_files
 from aisp_trl.evaluation.stats import (
@@ -112,6 +113,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[32, 64, 128], help="N values in the table.")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (pinned for timing).")
     parser.add_argument("--output_dir", default="outputs/bench-vs-bon", help="Units and the report go here.")
+    parser.add_argument(
+        "--samples_dir", default=None, help="The baselines' samples cache (default: <output_dir>/samples); point "
+        "a --kl_coef run at the plain run's cache to rank the same BoN samples by r - beta * KL (RBoN) for free."
+    )  # fmt: skip
     parser.add_argument("--report_only", action="store_true", help="Only rebuild the report from saved units.")
     return parser
 
@@ -195,8 +200,10 @@ def build_sampler(kind: str, overrides: dict[str, Any], seed: int, model, tokeni
     return registry_build_sampler(kind, model, tokenizer, reward, args.max_new_tokens, config, options)
 
 
-_CACHED = (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"), ("kls", "kl"))
-"""What the samples cache keeps of a baseline's samples: everything but the reward (a KL does not depend on it)."""
+_CACHED = (("texts", "text"), ("completions", "completion"), ("completion_ids", "completion_ids"))
+"""What the samples cache keeps of a baseline's samples: everything but the reward, plus each sample's base NLL
+(``nlls``, -log P_base(y|x) summed) once a ``--kl_coef`` run needed it: it depends on neither reward nor beta."""
+_KL_KEYS = ("kl_coef", "kl_per_token")
 
 
 def _kl(args: argparse.Namespace) -> dict[str, Any]:
@@ -204,20 +211,31 @@ def _kl(args: argparse.Namespace) -> dict[str, Any]:
     return {"kl_coef": args.kl_coef, "kl_per_token": args.kl_per_token}
 
 
+def _without_kl(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Settings without beta: a baseline decodes the same samples whatever beta ranks them by."""
+    return None if record is None else {k: v for k, v in record.items() if k not in _KL_KEYS}
+
+
 def search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, prompts, queries, args):
-    """``(results, seconds)``. The baselines' samples do not depend on the reward: they are decoded once per
-    (method, seed), kept under ``<output_dir>/samples/`` and re-scored for every other reward (a reward's own
-    scoring time is still counted). AISP's samples depend on the reward, so AISP always searches."""
-    cache = Path(args.output_dir) / "samples" / method / f"seed{seed}.json"
+    """``(results, seconds)``. The baselines' samples depend on neither the reward nor beta (``--kl_coef`` only
+    changes which one is chosen: RBoN): they are decoded once per (method, seed), kept under
+    ``<output_dir>/samples/`` and re-scored for every other reward and beta (the reward's scoring time is counted,
+    and with beta > 0 the one teacher-forced pass that gives each sample's base NLL, saved with the samples).
+    AISP's samples depend on both, so AISP always searches."""
+    cache = Path(args.samples_dir or Path(args.output_dir) / "samples") / method / f"seed{seed}.json"
     if kind in BASELINES and cache.is_file():
         saved = json.loads(cache.read_text())
-        same = saved.get("aisp_config") == aisp_config_of(kind, {}, args) and saved.get("overrides", {}) == overrides
-        if saved["settings"] == settings_of(args) and same:
+        same = _without_kl(saved.get("aisp_config")) == _without_kl(aisp_config_of(kind, {}, args))
+        same &= _without_kl(saved["settings"]) == _without_kl(settings_of(args))
+        if same and saved.get("overrides", {}) == overrides:
             start = time.perf_counter()
+            if args.kl_coef and "nll_seconds" not in saved:
+                _add_base_nll(saved, model, tokenizer, queries)
+                atomic_write_json(cache, saved)
             results = []
             for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
                 rewards, _ = rescore_samples(reward, prompt, rows["completions"], rows["texts"])
-                kls = rows.get("kls") or [None] * len(rewards)  # reward-independent, saved with the samples
+                kls = _kls(rows, args) if args.kl_coef else [None] * len(rewards)
                 samples = [
                     Sample(t, c, ids, r, 1, i, kl=k, score=None if k is None else r - args.kl_coef * k)
                     for i, (t, c, ids, r, k) in enumerate(
@@ -225,7 +243,8 @@ def search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, p
                     )
                 ]
                 results.append(AISPResult(prompt, query, args.max_new_tokens, samples, ess=[float(len(samples))]))
-            return results, saved["seconds"] + time.perf_counter() - start
+            seconds = saved["seconds"] + (saved["nll_seconds"] if args.kl_coef else 0.0)
+            return results, seconds + time.perf_counter() - start
     sampler = build_sampler(kind, overrides, seed, model, tokenizer, reward, args)
     start = time.perf_counter()
     results = sampler.search(queries, prompts=prompts)
@@ -234,8 +253,29 @@ def search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, p
         rows = [{key: [getattr(x, name) for x in r.samples] for key, name in _CACHED} for r in results]
         record = {"settings": settings_of(args), "aisp_config": aisp_config_of(kind, {}, args), "seconds": seconds}
         record |= {"overrides": overrides} if overrides else {}
+        if args.kl_coef:  # the base NLL came with the decode; its cost is inside `seconds`
+            for row, r in zip(rows, results, strict=True):
+                row["nlls"] = [x.kl * (max(len(x.completion_ids), 1) if args.kl_per_token else 1) for x in r.samples]
+            record["nll_seconds"] = 0.0
         atomic_write_json(cache, record | {"prompts": rows})
     return results, seconds
+
+
+def _add_base_nll(saved: dict[str, Any], model, tokenizer, queries: list[list[int]]) -> None:
+    """Each cached sample's ``-log P_base(y|x)`` (one teacher-forced pass per prompt), into ``saved`` with its time."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    decoder = HFDecoder(model, pad)
+    start = time.perf_counter()
+    for query, rows in zip(queries, saved["prompts"], strict=True):
+        rows["nlls"] = decoder.response_nll([query] * len(rows["completion_ids"]), rows["completion_ids"])
+    saved["nll_seconds"] = time.perf_counter() - start
+
+
+def _kls(rows: dict[str, Any], args: argparse.Namespace) -> list[float]:
+    """The cached samples' KL estimates: the summed base NLL, or per token with ``--kl_per_token``."""
+    if not args.kl_per_token:
+        return list(rows["nlls"])
+    return [n / max(len(ids), 1) for n, ids in zip(rows["nlls"], rows["completion_ids"], strict=True)]
 
 
 def run_unit(method, kind, overrides, reward_name, seed, model, tokenizer, reward, embedder, prompts, queries,

@@ -308,3 +308,33 @@ def test_bench_vs_bon_with_kl_coef_ranks_every_method_by_the_regularised_score(t
     report = script.main(args)
     unit = json.loads((out / "units" / "vader" / "bon_top_p" / "seed0.json").read_text())
     assert all(p["kls"] and None not in p["kls"] for p in unit["prompts"])
+
+
+def test_a_kl_coef_run_ranks_a_plain_runs_cached_bon_samples_without_decoding_them_again(tmp_path, monkeypatch):
+    lm, rm = save_tiny_lm(tmp_path / "lm"), save_tiny_reward_model(tmp_path / "rm")
+    script = _script("bench_vs_bon")
+    plain_out, kl_out = tmp_path / "plain", tmp_path / "kl"
+    script.main(_vs_bon_args(script, lm, rm, plain_out, "--seeds", "0", "--methods", "bon_top_p"))
+    from aisp_trl import BestOfNSampler
+    from aisp_trl.evaluation.metrics import token_nll
+    from aisp_trl.models import load_model_and_tokenizer
+
+    monkeypatch.setattr(BestOfNSampler, "search", lambda *a, **k: pytest.fail("decoded again"))
+    extra = ("--seeds", "0", "--methods", "bon_top_p", "--kl_coef", "2.0", "--samples_dir", str(plain_out / "samples"))
+    report = script.main(_vs_bon_args(script, lm, rm, kl_out, *extra))
+    plain = json.loads(next((plain_out / "units").glob("*/bon_top_p/seed0.json")).read_text())
+    unit = json.loads(next((kl_out / "units").glob("*/bon_top_p/seed0.json")).read_text())
+    from aisp_trl.data import load_prompts
+    from aisp_trl.pipeline import tokenize_prompts
+
+    model, tok = load_model_and_tokenizer(str(lm), device="cpu")
+    _, queries = tokenize_prompts(tok, load_prompts(str(PROMPTS_FILE), max_prompts=2))
+    cached = json.loads((plain_out / "samples" / "bon_top_p" / "seed0.json").read_text())
+    for p, q, rows, query in zip(unit["prompts"], plain["prompts"], cached["prompts"], queries, strict=True):
+        assert p["rewards"] == q["rewards"]  # the same samples, re-scored
+        forced = [token_nll(model, query, ids) * len(ids) if ids else 0.0 for ids in rows["completion_ids"]]
+        assert rows["nlls"] == pytest.approx(forced, rel=1e-4, abs=1e-5)  # -log P_base(y|x), summed
+        assert p["scores"] == pytest.approx([r - 2.0 * k for r, k in zip(p["rewards"], p["kls"], strict=True)])
+        assert p["kls"] == pytest.approx(rows["nlls"]) and p["best_kl"] == p["kls"][p["scores"].index(max(p["scores"]))]
+    assert cached["nll_seconds"] >= 0 and unit["seconds"] >= cached["seconds"]
+    assert "chosen_kl" in report["rewards"][str(rm)]["methods"]["bon_top_p"]
