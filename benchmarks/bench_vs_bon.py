@@ -253,7 +253,8 @@ def search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, p
         rows = [{key: [getattr(x, name) for x in r.samples] for key, name in _CACHED} for r in results]
         record = {"settings": settings_of(args), "aisp_config": aisp_config_of(kind, {}, args), "seconds": seconds}
         record |= {"overrides": overrides} if overrides else {}
-        if args.kl_coef:  # the base NLL came with the decode; its cost is inside `seconds`
+        if args.kl_coef and all(x.kl is not None for r in results for x in r.samples):
+            # the base NLL came with the decode (greedy has none: it is added when a beta run first needs it)
             for row, r in zip(rows, results, strict=True):
                 row["nlls"] = [x.kl * (max(len(x.completion_ids), 1) if args.kl_per_token else 1) for x in r.samples]
             record["nll_seconds"] = 0.0
@@ -305,6 +306,7 @@ def run_unit(method, kind, overrides, reward_name, seed, model, tokenizer, rewar
                 "tokens": sum(len(s.completion_ids) for s in r.samples),  # generated tokens, every sample
                 "best_reward": b.reward,
                 "best_completion": b.completion,
+                "best_tokens": len(b.completion_ids),
                 "nll_per_token": n,
                 "coherence": c,
                 "lam": r.lam,
@@ -383,6 +385,15 @@ def _repetitive(prompt_record: dict[str, Any]) -> bool:
     return bool({"repeated_trigram", "word_run"} & set(reasons))
 
 
+def _chosen_kl(prompt_record: dict[str, Any], args: argparse.Namespace) -> float:
+    """The chosen answer's KL estimate: as the method ranked it (``--kl_coef``), else from its per-token NLL under
+    the base model (``-log P_base(y|x)`` summed, or per token with ``--kl_per_token``)."""
+    if "best_kl" in prompt_record:
+        return prompt_record["best_kl"]
+    per_token = prompt_record["nll_per_token"]
+    return per_token if args.kl_per_token else per_token * prompt_record["best_tokens"]
+
+
 def build_report(units: list[dict], args: argparse.Namespace, kinds: dict[str, str]) -> dict[str, Any]:
     """Aggregates the saved units into the tables of the report (per reward); ``kinds`` maps each method (or
     variant) to its method in the package's table."""
@@ -425,10 +436,11 @@ def build_report(units: list[dict], args: argparse.Namespace, kinds: dict[str, s
                 guarded = [[greedy[j] if _repetitive(p) else p["best_reward"] for j, p in enumerate(u["prompts"])]
                            for u in us]  # fmt: skip
                 row["degenerate_as_greedy"] = bootstrap_ci(torch.tensor(guarded).nanmean(0).tolist())
-            if "best_kl" in us[0]["prompts"][0]:  # the chosen answers' own reward and KL (the frontier's two axes)
-                for key in ("best_reward", "best_kl"):
-                    values = torch.tensor([[p[key] for p in u["prompts"]] for u in us]).nanmean(0).tolist()
-                    row[f"chosen_{key.removeprefix('best_')}"] = bootstrap_ci(values)
+            if all("best_kl" in p or "best_tokens" in p for u in us for p in u["prompts"]):
+                # the chosen answers' own reward and KL, at any beta (the frontier's two axes)
+                for key, value in (("reward", lambda p: p["best_reward"]), ("kl", lambda p: _chosen_kl(p, args))):
+                    values = torch.tensor([[value(p) for p in u["prompts"]] for u in us]).nanmean(0).tolist()
+                    row[f"chosen_{key}"] = bootstrap_ci(values)
             curves = torch.tensor([[curve_of(_objectives(p), kind) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row

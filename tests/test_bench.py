@@ -338,3 +338,31 @@ def test_a_kl_coef_run_ranks_a_plain_runs_cached_bon_samples_without_decoding_th
         assert p["kls"] == pytest.approx(rows["nlls"]) and p["best_kl"] == p["kls"][p["scores"].index(max(p["scores"]))]
     assert cached["nll_seconds"] >= 0 and unit["seconds"] >= cached["seconds"]
     assert "chosen_kl" in report["rewards"][str(rm)]["methods"]["bon_top_p"]
+
+
+def test_kl_frontier_lines_up_the_runs_by_beta_with_the_chosen_answers_reward_and_kl(tmp_path):
+    lm, rm = save_tiny_lm(tmp_path / "lm"), save_tiny_reward_model(tmp_path / "rm")
+    script, frontier = _script("bench_vs_bon"), _script("kl_frontier")
+    samples = tmp_path / "samples"
+    runs = []
+    for beta in ("0.5", "0"):  # given out of order: the frontier sorts by beta
+        out = tmp_path / f"b{beta}"
+        script.main(_vs_bon_args(script, lm, rm, out, "--seeds", "0", "--methods", "aisp", "bon_top_p", "greedy",
+                                 "--kl_coef", beta, "--samples_dir", str(samples)))  # fmt: skip
+        runs.append(str(out))
+    result = frontier.main(frontier.make_parser().parse_args(["--runs", *runs, "--output_dir", str(tmp_path / "f")]))
+    points = result["frontier"][str(rm)]
+    assert set(points) == {"aisp", "bon_top_p"} and [p["beta"] for p in points["bon_top_p"]] == [0.0, 0.5]
+    for beta, run in ((0.0, runs[1]), (0.5, runs[0])):
+        unit = json.loads(next((Path(run) / "units").glob("*/bon_top_p/seed0.json")).read_text())
+        kls = [p.get("best_kl", p["nll_per_token"] * p["best_tokens"]) for p in unit["prompts"]]
+        point = next(p for p in points["bon_top_p"] if p["beta"] == beta)
+        assert point["kl"][0] == pytest.approx(sum(kls) / len(kls))
+        assert point["reward"][0] == pytest.approx(sum(p["best_reward"] for p in unit["prompts"]) / 2)
+    # at beta = 0 the KL comes from the chosen answer's NLL; at beta > 0 from the search, and the two agree
+    unit = json.loads(next((Path(runs[0]) / "units").glob("*/bon_top_p/seed0.json")).read_text())
+    for p in unit["prompts"]:
+        assert p["best_kl"] == pytest.approx(p["nll_per_token"] * p["best_tokens"], rel=1e-4, abs=1e-5)
+    assert (tmp_path / "f" / "frontier.png").is_file() and "| beta |" in (tmp_path / "f" / "frontier.md").read_text()
+    with pytest.raises(FileNotFoundError, match="no report.json"):
+        frontier.collect([str(tmp_path / "missing")])
