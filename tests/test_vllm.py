@@ -153,6 +153,32 @@ def test_zero_noise_is_vllm_greedy_and_noise_changes_it(engine):
     assert decoder.greedy(rows, [16] * len(rows), config, noisy.dense()) == perturbed
 
 
+def test_the_base_nll_comes_with_the_decode_on_vllm_too(engine, smollm2):
+    # kl_coef on vLLM: the engine's raw log-probabilities of the decoded tokens are taken before any logits
+    # processor (AISP's shift) and before temperature / top-p, so they are the base model's; they must match the HF
+    # model's teacher-forced NLL of the same completions
+    from aisp_trl.decoding import HFDecoder
+    from aisp_trl.decoding.vllm import VLLMDecoder
+
+    llm, tok = engine
+    model, _ = smollm2
+    decoder, reference = VLLMDecoder(llm), HFDecoder(model, tok.pad_token_id)
+    config = GenerationConfig(do_sample=False, max_new_tokens=16, eos_token_id=tok.eos_token_id)
+    rows, noisy = _draws(tok, sigma2=1.0)
+    greedy, nll = decoder.greedy_with_nll(rows, [16] * len(rows), config, noisy)
+    assert greedy == decoder.greedy(rows, [16] * len(rows), config, noisy)
+    assert nll == pytest.approx(reference.response_nll(rows, greedy), rel=2e-3, abs=2e-3)
+    sampling = GenerationConfig(do_sample=True, top_p=0.9, temperature=1.3, max_new_tokens=16,
+                                eos_token_id=tok.eos_token_id)  # fmt: skip
+    sampled, nll = decoder.sample_with_nll(rows, [16] * len(rows), sampling, seed=0)
+    assert sampled == decoder.sample(rows, [16] * len(rows), sampling, seed=0)
+    assert nll == pytest.approx(reference.response_nll(rows, sampled), rel=2e-3, abs=2e-3)
+    # and the samplers take kl_coef on vLLM: each sample carries KL and score
+    sampler = BestOfNSampler(llm, tok, _scenario().letter_reward, LengthSampler(8, 9), 4, 0, kl_coef=0.1)
+    samples = sampler.search(rows[0])[0].samples
+    assert all(s.kl is not None and s.score == pytest.approx(s.reward - 0.1 * s.kl) for s in samples)
+
+
 def test_a_querys_samples_do_not_depend_on_the_batch(engine):
     llm, tok = engine
     scenario = _scenario()

@@ -157,13 +157,40 @@ class VLLMDecoder:
         """Greedy decoding of ``rows``, row ``i`` for ``horizons[i]`` tokens; with ``perturbations`` (a
         `PrelogitNoise`, redrawn in the engine's worker, or a dense `(len(rows), tau, d)` tensor, sent row by row),
         ``W v_t`` is added to the logits at generated step t. A state-dependent ``transform`` is refused."""
-        from .logit_shift import EXTRA_KEY, encode_draw, encode_steps
-
         if transform is not None:
             raise TypeError(
                 "a pre-logit `transform` (RE-Control, an amortized controller) needs the hidden state z_t, which the "
                 "vLLM backend does not expose; pass a transformers model to these samplers."
             )
+        return self._greedy(rows, horizons, config, perturbations, model_kwargs, with_nll=False)[0]
+
+    def greedy_with_nll(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        perturbations: Tensor | PrelogitNoise | None = None,
+        *,
+        device: Any | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[list[list[int]], list[float]]:
+        """`greedy`, and per row ``-log P_base(completion | row)``: the engine returns each decoded token's
+        log-probability in its ``raw_logprobs`` mode (vLLM's default), which vLLM computes from the model's logits
+        before any logits processor, so before AISP's shift: the base model's."""
+        completions, nll = self._greedy(rows, horizons, config, perturbations, model_kwargs, with_nll=True)
+        return completions, nll  # type: ignore[return-value]
+
+    def _greedy(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        perturbations: Tensor | PrelogitNoise | None,
+        model_kwargs: dict[str, Any],
+        with_nll: bool,
+    ) -> tuple[list[list[int]], list[float] | None]:
+        from .logit_shift import EXTRA_KEY, encode_draw, encode_steps
+
         _refuse_model_kwargs(model_kwargs)
         if isinstance(perturbations, PrelogitNoise):
             if perturbations.rows != len(rows):
@@ -178,15 +205,19 @@ class VLLMDecoder:
             extras = [{EXTRA_KEY: encode_steps(perturbations[i, :tau])} for i, tau in enumerate(horizons)]
         else:
             extras = [None] * len(rows)
+        logprobs = self._logprobs(with_nll)
         params = [
-            self._params(config, tau, greedy=True, extra_args=extra)
+            self._params(config, tau, greedy=True, extra_args=extra, **logprobs)
             for tau, extra in zip(horizons, extras, strict=True)
         ]
         outputs = self._generate(rows, params)
         eos = eos_ids(config)
-        return [
+        completions = [
             cut_completion(list(out.outputs[0].token_ids), tau, eos) for out, tau in zip(outputs, horizons, strict=True)
         ]
+        if not with_nll:
+            return completions, None
+        return completions, [_nll(out.outputs[0], c) for out, c in zip(outputs, completions, strict=True)]
 
     def sample(
         self,
@@ -203,7 +234,34 @@ class VLLMDecoder:
         the same query and horizon form one request with ``n`` samples and a seed derived from ``seed`` and the
         query, so the result is reproducible per seed (vLLM's sampler, not transformers': the samples differ from
         the HF backend's)."""
+        return self._sample(rows, horizons, config, seed, model_kwargs, with_nll=False)[0]
+
+    def sample_with_nll(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        *,
+        device: Any | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[list[list[int]], list[float]]:
+        """`sample`, and each row's ``-log P_base(completion | row)`` from the engine's raw log-probabilities
+        (before temperature, top-p and any logits processor: the base model at T = 1, untruncated)."""
+        completions, nll = self._sample(rows, horizons, config, seed, model_kwargs, with_nll=True)
+        return completions, nll  # type: ignore[return-value]
+
+    def _sample(
+        self,
+        rows: list[list[int]],
+        horizons: list[int],
+        config: GenerationConfig,
+        seed: int,
+        model_kwargs: dict[str, Any],
+        with_nll: bool,
+    ) -> tuple[list[list[int]], list[float] | None]:
         _refuse_model_kwargs(model_kwargs)
+        logprobs = self._logprobs(with_nll)
         groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
         for i, (row, tau) in enumerate(zip(rows, horizons, strict=True)):
             groups.setdefault((tuple(row), tau), []).append(i)
@@ -212,14 +270,30 @@ class VLLMDecoder:
             digest = hashlib.sha256(f"{seed}:{tau}:{','.join(map(str, row))}".encode()).digest()
             request_seed = int.from_bytes(digest[:8], "little") >> 1
             prompts.append(list(row))
-            params.append(self._params(config, tau, greedy=False, n=len(members), seed=request_seed))
+            params.append(self._params(config, tau, greedy=False, n=len(members), seed=request_seed, **logprobs))
         outputs = self._generate(prompts, params)
         eos = eos_ids(config)
         completions: list[list[int]] = [[] for _ in rows]
+        nll: list[float] = [0.0] * len(rows)
         for ((_, tau), members), output in zip(groups.items(), outputs, strict=True):
             for i, sample in zip(members, output.outputs, strict=True):
                 completions[i] = cut_completion(list(sample.token_ids), tau, eos)
-        return completions
+                nll[i] = _nll(sample, completions[i]) if with_nll else 0.0
+        return completions, (nll if with_nll else None)
+
+    def _logprobs(self, with_nll: bool) -> dict[str, Any]:
+        """``SamplingParams`` keywords that return each decoded token's base log-probability (``logprobs=0``: the
+        chosen token only), after checking the engine reports raw log-probabilities."""
+        if not with_nll:
+            return {}
+        mode = str(getattr(self.llm.model_config, "logprobs_mode", "raw_logprobs"))
+        if mode.rsplit(".", 1)[-1].lower() != "raw_logprobs":
+            raise ValueError(
+                "`kl_coef > 0` on vLLM reads the base model's log-probabilities of the decoded tokens, but this engine "
+                f"reports `logprobs_mode={mode!r}` (after temperature, top-p or AISP's logit shift); build it with "
+                "`logprobs_mode='raw_logprobs'` (vLLM's default)."
+            )
+        return {"logprobs": 0}
 
     # -- internals --------------------------------------------------------------------------------------------
     def _params(self, config: GenerationConfig, tau: int, greedy: bool, **kwargs: Any) -> Any:
@@ -262,13 +336,6 @@ class VLLMDecoder:
             outputs += self.llm.generate(batch, params[lo : lo + step], use_tqdm=False)
         return outputs
 
-    def greedy_with_nll(self, *args: Any, **kwargs: Any) -> tuple[list[list[int]], list[float]]:
-        """Not on vLLM yet: the KL-regularised score (``kl_coef > 0``) needs the base model's log-probabilities of
-        each decoded answer, which this decoder does not request; the samplers refuse ``kl_coef`` on vLLM."""
-        raise NotImplementedError("`kl_coef > 0` runs on the HF backend only for now (no base log-probs on vLLM).")
-
-    sample_with_nll = greedy_with_nll
-
 
 # transformers logits processors that would change the decoded tokens but have no vLLM counterpart here
 _UNSUPPORTED = (
@@ -281,6 +348,18 @@ _UNSUPPORTED = (
     "forced_eos_token_id",
     "exponential_decay_length_penalty",
 )
+
+
+def _nll(sample: Any, completion: list[int]) -> float:
+    """``-sum_t log P_base(c_t)`` from a vLLM completion's per-token log-probabilities (``logprobs=0`` keeps the
+    chosen token's), over the completion as cut."""
+    steps = sample.logprobs or []
+    if len(steps) < len(completion):
+        raise RuntimeError(
+            f"vLLM returned log-probabilities for {len(steps)} of {len(completion)} decoded tokens; the base NLL needs "
+            "one per token (`SamplingParams(logprobs=0)`)."
+        )
+    return -sum(float(step[token].logprob) for step, token in zip(steps, completion, strict=False))
 
 
 def _refuse_model_kwargs(model_kwargs: dict[str, Any]) -> None:

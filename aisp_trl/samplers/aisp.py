@@ -114,7 +114,6 @@ class AISPSampler(SamplerBase):
         )
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.kl_coef, self.kl_per_token = self.config.kl_coef, self.config.kl_per_token
-        self._check_kl_backend()
         self.proposal = make_proposal(self.config.proposal, self.config.rho)
         self.seed = seed if seed is not None else secrets.randbits(63)
         self.sample_size, self.n_candidates, self.show_progress = sample_size, n_candidates, show_progress

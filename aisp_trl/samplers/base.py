@@ -387,14 +387,6 @@ class SamplerBase:
     kl_coef: float = 0.0
     kl_per_token: bool = False
 
-    def _check_kl_backend(self) -> None:
-        """Refuses ``kl_coef > 0`` where the decoder cannot give the base model's log-probabilities (vLLM)."""
-        if self.kl_coef > 0 and self.output_layer is None:
-            raise ValueError(
-                f"`kl_coef={self.kl_coef!r}` needs each sample's log-probability under the base model, which the vLLM "
-                "backend does not compute yet; use a transformers model, or kl_coef=0."
-            )
-
     def _decode(self, how: str, *args: Any, **kwargs: Any) -> tuple[list[list[int]], list[float] | None]:
         """``decoder.greedy`` / ``decoder.sample`` (``how``), and with ``kl_coef > 0`` each row's base NLL read off
         the same decode (``greedy_with_nll`` / ``sample_with_nll``); ``None`` without ``kl_coef``."""

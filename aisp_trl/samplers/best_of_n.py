@@ -67,7 +67,6 @@ class BestOfNSampler(SamplerBase):
         check_positive("kl_coef", kl_coef, allow_zero=True)
         super().__init__(model, tokenizer, queries_to_scores, length_sampler, generation_config)
         self.kl_coef, self.kl_per_token = float(kl_coef), bool(kl_per_token)
-        self._check_kl_backend()
         if self.gen_config is None:  # BoN (top-p): the model's settings, with nucleus sampling switched on
             self.gen_config = copy.deepcopy(self.base_generation_config or GenerationConfig())
             self.gen_config.update(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)
