@@ -38,18 +38,19 @@ python benchmarks/bench_vs_bon.py --num_prompts 2 --sample_size 2 --n_iterations
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import time
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from _common import UnitStore, atomic_write_json, rescore_samples, reward_key
+from trl import TrlParser
 
+from aisp_trl._validation import check_int, check_positive
 from aisp_trl.config import AISPConfig
 from aisp_trl.data import load_prompts, prompt_text
 from aisp_trl.decoding import HFDecoder
@@ -78,47 +79,78 @@ LABELS = {"aisp": "AISP (defaults)"} | {m: method_label(m) for m in BASELINES}  
 _CONFIG_FIELDS = {f.name: f.type for f in fields(AISPConfig)}
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", default=EMBEDDED_MODEL, help="Causal LM (default: embedded SmolLM2).")
-    parser.add_argument("--rewards", nargs="+", default=["vader", "relevance", "judge"], help="Reward names.")
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=["aisp", "bon_top_p", "bon_gaussian", "greedy"],
-        help=f"Methods to run: aisp, {', '.join(BASELINES)} (the control {CONTROL} only when named).",
+@dataclass
+class VsBonArguments:
+    """What to compare, on which prompts, at which budget (every flag also reads from a YAML ``--config``)."""
+
+    model_name_or_path: str = field(default=EMBEDDED_MODEL, metadata={"help": "Causal LM (default: embedded SmolLM2)."})
+    rewards: list[str] = field(default_factory=lambda: ["vader", "relevance", "judge"], metadata={"help": "Rewards."})
+    methods: list[str] = field(
+        default_factory=lambda: ["aisp", "bon_top_p", "bon_gaussian", "greedy"],
+        metadata={"help": f"Methods to run: aisp, {', '.join(BASELINES)} (the control {CONTROL} only when named)."},
     )
-    parser.add_argument(
-        "--variants", nargs="*", default=[], help="AISP variants 'name:key=value,key=value' (AISPConfig fields)."
+    variants: list[str] = field(
+        default_factory=list, metadata={"help": "AISP variants 'name:key=value,key=value' (AISPConfig fields)."}
     )
-    parser.add_argument(
-        "--bon_variants", nargs="*", default=[], help="BoN (top-p) variants 'name:temperature=T,top_p=P[,samples=M]' "
-        "(a tuned BoN; samples: its own N, a multiple of n, e.g. 512 for the large-N curve)."
+    bon_variants: list[str] = field(
+        default_factory=list,
+        metadata={"help": "BoN (top-p) variants 'name:temperature=T,top_p=P[,samples=M]' (a tuned BoN; samples: its "
+                  "own N, a multiple of n, e.g. 512 for the large-N curve)."},
     )  # fmt: skip
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds of the sampling methods.")
-    parser.add_argument("--prompt_source", default="general:bench", help="Prompt source (default: held-out bench).")
-    parser.add_argument("--num_prompts", type=int, default=24, help="Prompts (the first ones of the source).")
-    parser.add_argument("--sample_size", type=int, default=16, help="n: AISP samples per iteration.")
-    parser.add_argument("--n_iterations", type=int, default=8, help="kappa: AISP iterations; N = n * kappa.")
-    parser.add_argument("--prompt_batch_size", type=int, default=8, help="Batched AISP: prompts per batch.")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="Horizon tau (new tokens), every method.")
-    parser.add_argument("--bon_sigma2", type=float, default=0.5, help="sigma^2 of BoN (N) (the paper's best).")
-    parser.add_argument("--top_p", type=float, default=0.9, help="BoN (top-p) nucleus mass.")
-    parser.add_argument("--temperature", type=float, default=1.0, help="BoN (top-p) sampling temperature.")
-    parser.add_argument(
-        "--kl_coef", type=float, default=0.0, help="beta: every method searches / selects by r - beta * KL "
-        "(KL = -log P_base(y|x); AISP's weights, BoN's choice: RBoN); 0 is the plain reward."
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the sampling methods."})
+    prompt_source: str = field(default="general:bench", metadata={"help": "Prompt source, e.g. general:fresh."})
+    num_prompts: int = field(default=24, metadata={"help": "Prompts (the first ones of the source)."})
+    sample_size: int = field(default=16, metadata={"help": "n: AISP samples per iteration."})
+    n_iterations: int = field(default=8, metadata={"help": "kappa: AISP iterations; N = n * kappa."})
+    prompt_batch_size: int = field(default=8, metadata={"help": "Batched AISP: prompts per batch."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Horizon tau (new tokens), every method."})
+    bon_sigma2: float = field(default=0.5, metadata={"help": "sigma^2 of BoN (N) (the paper's best)."})
+    top_p: float = field(default=0.9, metadata={"help": "BoN (top-p) nucleus mass."})
+    temperature: float = field(default=1.0, metadata={"help": "BoN (top-p) sampling temperature."})
+    kl_coef: float = field(
+        default=0.0,
+        metadata={"help": "beta: every method searches / selects by r - beta * KL (KL = -log P_base(y|x); AISP's "
+                  "weights, BoN's choice: RBoN); 0 is the plain reward."},
     )  # fmt: skip
-    parser.add_argument("--kl_per_token", action="store_true", help="With --kl_coef: the KL per token, not summed.")
-    parser.add_argument("--checkpoints", type=int, nargs="+", default=[32, 64, 128], help="N values in the table.")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (pinned for timing).")
-    parser.add_argument("--output_dir", default="outputs/bench-vs-bon", help="Units and the report go here.")
-    parser.add_argument(
-        "--samples_dir", default=None, help="The baselines' samples cache (default: <output_dir>/samples); point "
-        "a --kl_coef run at the plain run's cache to rank the same BoN samples by r - beta * KL (RBoN) for free."
+    kl_per_token: bool = field(default=False, metadata={"help": "With --kl_coef: the KL per token, not summed."})
+    checkpoints: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={"help": "N values in the table."})
+    threads: int = field(default=2, metadata={"help": "torch.set_num_threads (pinned for timing)."})
+    output_dir: str = field(default="outputs/bench-vs-bon", metadata={"help": "Units and the report go here."})
+    samples_dir: str | None = field(
+        default=None,
+        metadata={"help": "The baselines' samples cache (default: <output_dir>/samples); point a --kl_coef run at "
+                  "the plain run's cache to rank the same BoN samples by r - beta * KL (RBoN) for free."},
     )  # fmt: skip
-    parser.add_argument("--report_only", action="store_true", help="Only rebuild the report from saved units.")
-    return parser
+    report_only: bool = field(default=False, metadata={"help": "Only rebuild the report from saved units."})
+
+    def __post_init__(self) -> None:
+        for name in ("num_prompts", "sample_size", "n_iterations", "prompt_batch_size", "max_new_tokens", "threads"):
+            check_int(name, getattr(self, name))
+        for name in ("rewards", "methods", "seeds", "checkpoints"):
+            if not getattr(self, name):
+                raise ValueError(f"`{name}` is empty; give at least one (e.g. the default {name}).")
+        for name in self.rewards:  # a bad reward name fails before the model loads
+            check_reward_spec(name)
+        unknown = [m for m in self.methods if m not in LABELS]
+        if unknown:
+            raise ValueError(f"`methods` has unknown {unknown}; use {list(LABELS)}, or define variants with "
+                             "--variants / --bon_variants.")  # fmt: skip
+        if not 0.0 < self.top_p <= 1.0 or not self.temperature > 0.0:
+            raise ValueError(
+                f"`top_p` must be in (0, 1] and `temperature` > 0, got {self.top_p} and {self.temperature}."
+            )
+        check_positive("kl_coef", self.kl_coef, allow_zero=True)
+        variants = parse_variants(self.variants)
+        parse_bon_variants(self.bon_variants, self.sample_size, self.sample_size * self.n_iterations, tuple(variants))
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((VsBonArguments,))
+
+
+def parse_args(argv: list[str] | None = None) -> VsBonArguments:
+    """The arguments from ``argv`` (default: the command line), YAML ``--config`` included, validated."""
+    return make_parser().parse_args_and_config(args=argv)[0]
 
 
 def parse_variants(specs: list[str], taken: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
@@ -206,7 +238,7 @@ _CACHED = (("texts", "text"), ("completions", "completion"), ("completion_ids", 
 _KL_KEYS = ("kl_coef", "kl_per_token")
 
 
-def _kl(args: argparse.Namespace) -> dict[str, Any]:
+def _kl(args: VsBonArguments) -> dict[str, Any]:
     """The KL options of every method's `AISPConfig` (a variant's overrides may replace them)."""
     return {"kl_coef": args.kl_coef, "kl_per_token": args.kl_per_token}
 
@@ -272,7 +304,7 @@ def _add_base_nll(saved: dict[str, Any], model, tokenizer, queries: list[list[in
     saved["nll_seconds"] = time.perf_counter() - start
 
 
-def _kls(rows: dict[str, Any], args: argparse.Namespace) -> list[float]:
+def _kls(rows: dict[str, Any], args: VsBonArguments) -> list[float]:
     """The cached samples' KL estimates: the summed base NLL, or per token with ``--kl_per_token``."""
     if not args.kl_per_token:
         return list(rows["nlls"])
@@ -317,7 +349,7 @@ def run_unit(method, kind, overrides, reward_name, seed, model, tokenizer, rewar
     }
 
 
-def aisp_config_of(kind: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
+def aisp_config_of(kind: str, overrides: dict[str, Any], args: VsBonArguments) -> dict[str, Any] | None:
     """The full AISP configuration a unit runs with (package defaults + overrides), ``None`` for the baselines but
     the control, which draws from AISP's proposal.
 
@@ -332,7 +364,7 @@ def aisp_config_of(kind: str, overrides: dict[str, Any], args: argparse.Namespac
     return config
 
 
-def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+def settings_of(args: VsBonArguments) -> dict[str, Any]:
     """What must not change between a unit and the units it is compared with."""
     keys = ("model_name_or_path", "prompt_source", "num_prompts", "sample_size", "n_iterations", "max_new_tokens",
             "bon_sigma2", "top_p")  # fmt: skip
@@ -367,7 +399,7 @@ def curve_of(rewards: list[float], kind: str) -> list[float]:
     return curve
 
 
-def checkpoints_of(args: argparse.Namespace) -> list[int]:
+def checkpoints_of(args: VsBonArguments) -> list[int]:
     """The table's sample counts: the ``--checkpoints`` within the budget, and the budget ``N = n * kappa`` itself
     (the paired comparisons are made there)."""
     total = args.sample_size * args.n_iterations
@@ -385,7 +417,7 @@ def _repetitive(prompt_record: dict[str, Any]) -> bool:
     return bool({"repeated_trigram", "word_run"} & set(reasons))
 
 
-def _chosen_kl(prompt_record: dict[str, Any], args: argparse.Namespace) -> float:
+def _chosen_kl(prompt_record: dict[str, Any], args: VsBonArguments) -> float:
     """The chosen answer's KL estimate: as the method ranked it (``--kl_coef``), else from its per-token NLL under
     the base model (``-log P_base(y|x)`` summed, or per token with ``--kl_per_token``)."""
     if "best_kl" in prompt_record:
@@ -394,7 +426,7 @@ def _chosen_kl(prompt_record: dict[str, Any], args: argparse.Namespace) -> float
     return per_token if args.kl_per_token else per_token * prompt_record["best_tokens"]
 
 
-def build_report(units: list[dict], args: argparse.Namespace, kinds: dict[str, str]) -> dict[str, Any]:
+def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str]) -> dict[str, Any]:
     """Aggregates the saved units into the tables of the report (per reward); ``kinds`` maps each method (or
     variant) to its method in the package's table."""
     report: dict[str, Any] = {"settings": settings_of(args), "rewards": {}}
@@ -469,7 +501,7 @@ def build_report(units: list[dict], args: argparse.Namespace, kinds: dict[str, s
     return report
 
 
-def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
+def report_markdown(report: dict[str, Any], args: VsBonArguments) -> str:
     total = args.sample_size * args.n_iterations
     labels = labels_of(args)
     checkpoints = checkpoints_of(args)
@@ -526,7 +558,7 @@ def report_markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def labels_of(args: argparse.Namespace) -> dict[str, str]:
+def labels_of(args: VsBonArguments) -> dict[str, str]:
     """Table labels: the method table's, and a BoN variant's with its settings."""
     bon = parse_bon_variants(args.bon_variants, args.sample_size, args.sample_size * args.n_iterations)
     named = {
@@ -567,16 +599,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
 # -------------------------------------------------------------------------------------------------- main
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    for name in args.rewards:  # a bad reward name fails before the model loads
-        check_reward_spec(name)
+def main(args: VsBonArguments) -> dict[str, Any]:
+    """Computes the missing units (seeds outermost), then writes and prints the report. ``args`` is validated
+    (`VsBonArguments.__post_init__`): bad reward and method names fail before any model loads."""
     total = args.sample_size * args.n_iterations
     variants = parse_variants(args.variants)
     bon_variants = parse_bon_variants(args.bon_variants, args.sample_size, total, taken=tuple(variants))
-    unknown = [m for m in args.methods if m not in LABELS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; use {list(LABELS)} or define variants with --variants / "
-                         "--bon_variants.")  # fmt: skip
     # each method -> its method in the package's table (a variant's is aisp or bon_top_p) and its overrides
     kinds = {m: m for m in args.methods} | dict.fromkeys(variants, "aisp") | dict.fromkeys(bon_variants, "bon_top_p")
     specs = {m: variants.get(m) or bon_variants.get(m) or {} for m in kinds}
@@ -627,4 +655,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    from aisp_trl.cli import one_line_errors
+
+    with one_line_errors("bench_vs_bon.py"):  # bad input: one line on stderr, exit 2 (AISP_TRL_DEBUG=1: traceback)
+        main(parse_args())

@@ -18,19 +18,30 @@ python benchmarks/kl_frontier.py --runs runs/kl/b* --output_dir runs/kl
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trl import TrlParser
 
 from aisp_trl.evaluation.report import agg_figure, format_ci, write_report_files
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="bench_vs_bon output folders (one per beta).")
-    parser.add_argument("--output_dir", required=True, help="Where frontier.json / .md / .png go.")
-    return parser
+@dataclass
+class FrontierArguments:
+    """The runs to line up and where the frontier goes."""
+
+    runs: list[str] = field(default_factory=list, metadata={"help": "bench_vs_bon output folders (one per beta)."})
+    output_dir: str = field(default="outputs/kl-frontier", metadata={"help": "Where frontier.json / .md / .png go."})
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("`runs` is empty; pass the bench_vs_bon output folders, e.g. --runs runs/kl/b*.")
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((FrontierArguments,))
 
 
 def collect(runs: list[str]) -> dict[str, Any]:
@@ -103,7 +114,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.legend(fontsize=7)
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
+def main(args: FrontierArguments) -> dict[str, Any]:
     result = collect(args.runs)
     text = markdown(result)
     write_report_files(args.output_dir, result, text, stem="frontier", plot=plot if result["frontier"] else None)
@@ -112,4 +123,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    from aisp_trl.cli import one_line_errors
+
+    with one_line_errors("kl_frontier.py"):  # bad input: one line on stderr, exit 2 (AISP_TRL_DEBUG=1: traceback)
+        main(make_parser().parse_args_and_config()[0])

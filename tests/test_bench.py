@@ -95,7 +95,7 @@ def test_bench_vs_bon_units_resume_rescore_and_report(tmp_path, monkeypatch):
     out = tmp_path / "out"
 
     def args(*rewards):
-        return script.make_parser().parse_args(
+        return script.parse_args(
             ["--model_name_or_path", str(lm), "--prompt_source", str(PROMPTS_FILE), "--num_prompts", "2",
              "--sample_size", "2", "--n_iterations", "2", "--prompt_batch_size", "2", "--max_new_tokens", "4",
              "--checkpoints", "2", "4", "--seeds", "0", "1", "--threads", "1", "--output_dir", str(out),
@@ -142,7 +142,7 @@ def test_bench_vs_bon_units_resume_rescore_and_report(tmp_path, monkeypatch):
 
 
 def _vs_bon_args(script, lm, rm, out, *extra):
-    return script.make_parser().parse_args(
+    return script.parse_args(
         ["--model_name_or_path", str(lm), "--prompt_source", str(PROMPTS_FILE), "--num_prompts", "2",
          "--sample_size", "2", "--n_iterations", "2", "--prompt_batch_size", "2", "--max_new_tokens", "4",
          "--threads", "1", "--output_dir", str(out), "--rewards", str(rm), "--methods", "aisp", "bon_top_p", *extra]
@@ -196,7 +196,7 @@ def test_bench_vs_bon_runs_the_control_and_records_tokens(tmp_path):
     lm = save_tiny_lm(tmp_path / "lm")
     script = _script("bench_vs_bon")
     out = tmp_path / "out"
-    args = script.make_parser().parse_args(
+    args = script.parse_args(
         ["--model_name_or_path", str(lm), "--prompt_source", str(PROMPTS_FILE), "--num_prompts", "2",
          "--sample_size", "2", "--n_iterations", "2", "--prompt_batch_size", "2", "--max_new_tokens", "4",
          "--seeds", "0", "--threads", "1", "--output_dir", str(out), "--rewards", "vader",
@@ -215,8 +215,8 @@ def test_bench_vs_bon_tunes_bon_top_p_temperature_and_records_it(tmp_path):
     script = _script("bench_vs_bon")
     lm = save_tiny_lm(tmp_path / "lm")
     base = ["--model_name_or_path", str(lm), "--top_p", "1.0"]
-    hot = script.make_parser().parse_args([*base, "--temperature", "1.5"])
-    default = script.make_parser().parse_args(base)
+    hot = script.parse_args([*base, "--temperature", "1.5"])
+    default = script.parse_args(base)
     model, tok = make_model("llama"), make_tokenizer()
     sampler = script.build_sampler("bon_top_p", {}, 0, model, tok, letter_reward(), hot)
     assert (sampler.gen_config.temperature, sampler.gen_config.top_p) == (1.5, 1.0)
@@ -260,8 +260,8 @@ def test_bench_vs_bon_bon_variants_are_tuned_bons_with_their_own_settings_and_bu
 
 def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
     script = _script("bench_vs_bon")
-    args = script.make_parser().parse_args(["--sample_size", "2", "--n_iterations", "1", "--seeds", "0",
-                                            "--rewards", "r", "--checkpoints", "2"])  # fmt: skip
+    args = script.parse_args(["--sample_size", "2", "--n_iterations", "1", "--seeds", "0", "--rewards", "vader",
+                              "--checkpoints", "2"])  # fmt: skip
 
     def unit(method, rewards, answers):
         prompts = [
@@ -269,13 +269,13 @@ def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
              "nll_per_token": 1.0, "coherence": 0.5, "tokens": 3 * len(r)}
             for j, (r, a) in enumerate(zip(rewards, answers, strict=True))
         ]  # fmt: skip
-        return {"reward": "r", "method": method, "seed": 0, "seconds": 1.0, "prompts": prompts}
+        return {"reward": "vader", "method": method, "seed": 0, "seconds": 1.0, "prompts": prompts}
 
     units = [
         unit("aisp", [[0.2, 0.9], [0.1, 0.8]], ["great great great", "topic one is fine"]),
         unit("greedy", [[0.3], [0.4]], ["greedy answer zero", "greedy answer one"]),
     ]
-    row = script.build_report(units, args, {"aisp": "aisp", "greedy": "greedy"})["rewards"]["r"]["methods"]["aisp"]
+    row = script.build_report(units, args, {"aisp": "aisp", "greedy": "greedy"})["rewards"]["vader"]["methods"]["aisp"]
     assert row["N=2"][0] == pytest.approx((0.9 + 0.8) / 2)  # raw: the repetition's 0.9 counts
     assert row["degenerate_as_greedy"][0] == pytest.approx((0.3 + 0.8) / 2)  # guarded: prompt 0 falls back to greedy
     assert row["degenerate"] == 1
@@ -350,7 +350,7 @@ def test_kl_frontier_lines_up_the_runs_by_beta_with_the_chosen_answers_reward_an
         script.main(_vs_bon_args(script, lm, rm, out, "--seeds", "0", "--methods", "aisp", "bon_top_p", "greedy",
                                  "--kl_coef", beta, "--samples_dir", str(samples)))  # fmt: skip
         runs.append(str(out))
-    result = frontier.main(frontier.make_parser().parse_args(["--runs", *runs, "--output_dir", str(tmp_path / "f")]))
+    result = frontier.main(frontier.FrontierArguments(runs=runs, output_dir=str(tmp_path / "f")))
     points = result["frontier"][str(rm)]
     assert set(points) == {"aisp", "bon_top_p"} and [p["beta"] for p in points["bon_top_p"]] == [0.0, 0.5]
     for beta, run in ((0.0, runs[1]), (0.5, runs[0])):
@@ -366,3 +366,25 @@ def test_kl_frontier_lines_up_the_runs_by_beta_with_the_chosen_answers_reward_an
     assert (tmp_path / "f" / "frontier.png").is_file() and "| beta |" in (tmp_path / "f" / "frontier.md").read_text()
     with pytest.raises(FileNotFoundError, match="no report.json"):
         frontier.collect([str(tmp_path / "missing")])
+
+
+def test_bench_vs_bon_arguments_come_from_flags_or_a_yaml_config_and_are_validated(tmp_path):
+    script = _script("bench_vs_bon")
+    config = tmp_path / "vs_bon.yaml"
+    config.write_text("rewards: [reference, relevance]\nprompt_source: general:fresh\nseeds: [0, 1]\nkl_coef: 0.01\n")
+    args = script.parse_args(["--config", str(config), "--num_prompts", "24"])
+    assert (args.rewards, args.prompt_source, args.seeds, args.kl_coef, args.num_prompts) == (
+        ["reference", "relevance"], "general:fresh", [0, 1], 0.01, 24
+    )  # fmt: skip
+    assert script.parse_args(["--report_only", "--kl_per_token"]).report_only is True
+    with pytest.raises(FileNotFoundError, match="vadr.*also takes 'vader'"):  # before any model loads
+        script.parse_args(["--rewards", "vadr"])
+    for argv, match in (
+        (["--methods", "aisp", "bon"], r"unknown \['bon'\]"),
+        (["--top_p", "1.5"], "top_p"),
+        (["--kl_coef", "-1"], "kl_coef"),
+        (["--num_prompts", "0"], "num_prompts"),
+        (["--bon_variants", "t:samples=100"], "multiple of"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            script.parse_args(argv)
