@@ -464,7 +464,9 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
             row["answers"] = len(reasons)
             row["degenerate"] = sum(_repetitive(p) for u in us for p in u["prompts"])
             row["off_topic"] = sum("off_topic" in r for r in reasons)
-            if greedy is not None:  # a repetitive chosen answer counts as if the method had answered greedily
+            # a repetitive chosen answer counts as if the method had answered greedily; not for a BoN variant with
+            # more samples than the budget: its chosen answer is the best of all of them, not of N
+            if greedy is not None and row["samples"] <= total:
                 guarded = [[greedy[j] if _repetitive(p) else p["best_reward"] for j, p in enumerate(u["prompts"])]
                            for u in us]  # fmt: skip
                 row["degenerate_as_greedy"] = bootstrap_ci(torch.tensor(guarded).nanmean(0).tolist())
@@ -516,7 +518,8 @@ def report_markdown(report: dict[str, Any], args: VsBonArguments) -> str:
         "3-gram twice or a word three times in a row, and those sharing no content word with the prompt "
         "(`aisp_trl.evaluation.text.degenerate_reasons`); 'repetitive answers as greedy': the best reward at the full "
         "budget with each repetitive chosen answer scored as that prompt's greedy answer (a win by repetition "
-        "counts for nothing).",
+        "counts for nothing). A BoN variant with more samples than N is scored at N by its expected best of N; its "
+        "NLL, coherence, diversity and repetitive counts describe its best of all its samples.",
         "",
     ]
     for reward, section in report["rewards"].items():
