@@ -72,8 +72,6 @@ class HFDecoder:
         `transform_prelogits`), the LM head sees its output. The input ids go to ``device`` (default: the LM head's)."""
         if perturbations is not None and transform is not None:
             raise ValueError("pass either `perturbations` or `transform` to `greedy`, not both.")
-        if isinstance(perturbations, PrelogitNoise):
-            perturbations = perturbations.dense()
         return self._decode(rows, horizons, config, perturbations, None, model_kwargs, transform, device)[0]
 
     def greedy_with_nll(
@@ -89,8 +87,6 @@ class HFDecoder:
         """`greedy`, and per row ``-log P_base(completion | row)`` under the unperturbed model, from the pre-logits
         ``z_t`` the decode computed anyway (recorded before the noise is added): one float32 head pass over the
         generated positions after decoding, no second forward through the model."""
-        if isinstance(perturbations, PrelogitNoise):
-            perturbations = perturbations.dense()
         completions, nll = self._decode(rows, horizons, config, perturbations, None, model_kwargs, None, device, True)
         return completions, nll  # type: ignore[return-value]
 
@@ -185,7 +181,7 @@ class HFDecoder:
         rows: list[list[int]],
         horizons: list[int],
         config: GenerationConfig,
-        perturbations: Tensor | None,
+        perturbations: Tensor | PrelogitNoise | None,
         seed: int | None,
         model_kwargs: dict[str, Any],
         transform: PrelogitTransform | None = None,
@@ -193,6 +189,8 @@ class HFDecoder:
         with_nll: bool = False,
     ) -> tuple[list[list[int]], list[float] | None]:
         """``(completions, base NLL per row or None)``; the NLL from the pre-logits recorded while decoding."""
+        if isinstance(perturbations, PrelogitNoise):
+            perturbations = perturbations.dense()  # (rows, tau, d)
         input_ids, attention_mask = self.left_pad(rows, device)
         distinct = list(dict.fromkeys(tuple(r) for r in rows))
         owner = {query: j for j, query in enumerate(distinct)}
