@@ -94,8 +94,9 @@ class AISPConfig:
         default=0.0,
         metadata={
             "help": "beta >= 0: search the KL-regularised objective s = r - beta * KL (the paper's Eq. 3-6), KL = "
-            "-log P_base(y|x) of each sample under the base model (one teacher-forced pass per iteration, HF only). "
-            "The weights, lam='auto' and the returned best use s; 0 is the plain reward."
+            "-log P_base(y|x) of each sample under the base model, read off its own decode (HF: the unperturbed head "
+            "over the recorded pre-logits; vLLM: its raw log-probs). The weights, lam='auto' and the returned best use "
+            "s; 0 is the plain reward."
         },
     )
     kl_per_token: bool = field(
