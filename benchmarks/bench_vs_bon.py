@@ -522,24 +522,36 @@ def report_markdown(report: dict[str, Any], args: VsBonArguments) -> str:
         "NLL, coherence, diversity and repetitive counts describe its best of all its samples.",
         "",
     ]
+    if s.get("kl_coef"):
+        lines[0] += (
+            f" KL-regularised run (beta = {s['kl_coef']}): the N = ... columns and the paired differences are the best "
+            f"score s = r - {s['kl_coef']} * KL (what every method ranked by), KL = -log P_base(y|x) "
+            f"{'per token' if s.get('kl_per_token') else 'summed over the answer'}; 'chosen reward' and 'chosen KL' "
+            "are the reward and KL of the answer each method returned."
+        )
     for reward, section in report["rewards"].items():
         head = " | ".join(f"N={n}" for n in checkpoints)
         lines += [
             f"### {reward}",
             "",
             f"| method | seeds | {head} | N={total}, repetitive answers as greedy | NLL / token | coherence "
-            "| diversity | repetitive / off-topic answers | BoN (top-p) N to match | s / run |",
-            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|---:|---:|",
+            "| diversity | repetitive / off-topic answers | chosen reward | chosen KL | BoN (top-p) N to match "
+            "| s / run |",
+            "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for method, row in section["methods"].items():
             cells = " | ".join(format_ci(row[f"N={n}"]) for n in checkpoints)
             match = row.get("bon_top_p_samples_to_match")
             match_text = "—" if match is None else (f"> {total}" if math.isinf(match) else f"{match:.0f}")
             metrics = " | ".join(format_ci(row[key], 2) for key in ("nll_per_token", "coherence", "diversity"))
+            chosen = " | ".join(
+                format_ci(row[key], digits) if key in row else "—"
+                for key, digits in (("chosen_reward", 3), ("chosen_kl", 1))
+            )
             lines.append(
                 f"| {labels.get(method, method)} | {len(row['seeds'])} | {cells} "
                 f"| {format_ci(row['degenerate_as_greedy']) if 'degenerate_as_greedy' in row else '—'} | {metrics} "
-                f"| {row['degenerate']} / {row['off_topic']} of {row['answers']} | {match_text} "
+                f"| {row['degenerate']} / {row['off_topic']} of {row['answers']} | {chosen} | {match_text} "
                 f"| {row['seconds']:.0f} |"
             )
         if section["paired"]:

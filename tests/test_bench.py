@@ -299,6 +299,11 @@ def test_bench_vs_bon_with_kl_coef_ranks_every_method_by_the_regularised_score(t
         best = sum(max(p["scores"]) for p in unit["prompts"]) / len(unit["prompts"])
         if method == "aisp":
             assert section["methods"][method]["N=4"][0] == pytest.approx(best)
+    # the markdown says the table is on s and shows the chosen answers' reward and KL beside it
+    markdown = (out / "report.md").read_text()
+    assert "best score s = r - 0.5 * KL" in markdown
+    chosen = section["methods"]["aisp"]["chosen_reward"][0]
+    assert "| chosen reward | chosen KL |" in markdown and f"{chosen:.3f} [" in markdown
     # a second reward re-scores BoN's cached samples with their saved KL, without decoding again
     from aisp_trl import BestOfNSampler
 
