@@ -79,20 +79,21 @@ def collect(runs: list[str]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "Chosen answers per beta: reward, KL estimate (-log P_base(y|x) summed over the answer), NLL per token, "
-        "the reward with each repetitive chosen answer scored as greedy's, and the repetitive answers "
-        "(mean [95% bootstrap CI over prompts]).",
+        "Chosen answers per beta: reward, KL estimate (-log P_base(y|x) summed over the answer), the score "
+        "s = reward - beta * KL (means), NLL per token, the reward with each repetitive chosen answer scored as "
+        "greedy's, and the repetitive answers (mean [95% bootstrap CI over prompts]).",
         "",
     ]
     for reward, methods in result["frontier"].items():
-        lines += [f"### {reward}", "", "| method | beta | reward | KL | NLL / token | repetitive as greedy | "
-                  "repetitive |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"### {reward}", "", "| method | beta | reward | KL | s | NLL / token | repetitive as greedy | "
+                  "repetitive |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for method, points in methods.items():
             for p in points:
                 guarded = format_ci(p["guarded"]) if p["guarded"] else "—"
                 lines.append(
                     f"| {result['labels'].get(method, method)} | {p['beta']:g} | {format_ci(p['reward'])} "
-                    f"| {format_ci(p['kl'], 1)} | {format_ci(p['nll_per_token'], 2)} | {guarded} "
+                    f"| {format_ci(p['kl'], 1)} | {p['reward'][0] - p['beta'] * p['kl'][0]:.3f} "
+                    f"| {format_ci(p['nll_per_token'], 2)} | {guarded} "
                     f"| {p['repetitive']} of {p['answers']} |"
                 )
         lines.append("")
@@ -100,18 +101,25 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Per reward (columns): chosen reward against chosen KL, one line per method through its betas; a second row
+    plots the reward with repetitive answers scored as greedy's (what repetition cannot buy) when every run has it."""
     rewards = list(result["frontier"])
-    with agg_figure(path, ncols=len(rewards), figsize=(5 * len(rewards), 4)) as axes:
-        for ax, reward in zip(axes, rewards, strict=True):
-            for method, points in result["frontier"][reward].items():
-                xs, ys = [p["kl"][0] for p in points], [p["reward"][0] for p in points]
-                ax.plot(xs, ys, marker="o", label=result["labels"].get(method, method))
-                for p, x, y in zip(points, xs, ys, strict=True):
-                    ax.annotate(f"β={p['beta']:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
-            ax.set_xlabel("chosen answers' KL estimate (nats)")
-            ax.set_ylabel("chosen answers' reward")
-            ax.set_title(reward)
-            ax.legend(fontsize=7)
+    points_of = [p for methods in result["frontier"].values() for ps in methods.values() for p in ps]
+    rows = [("reward", "chosen answers' reward")]
+    if all(p["guarded"] for p in points_of):
+        rows.append(("guarded", "reward, repetitive answers as greedy's"))
+    with agg_figure(path, nrows=len(rows), ncols=len(rewards), figsize=(5 * len(rewards), 4 * len(rows))) as axes:
+        for i, (key, ylabel) in enumerate(rows):
+            for ax, reward in zip(axes[i * len(rewards) : (i + 1) * len(rewards)], rewards, strict=True):
+                for method, points in result["frontier"][reward].items():
+                    xs, ys = [p["kl"][0] for p in points], [p[key][0] for p in points]
+                    ax.plot(xs, ys, marker="o", label=result["labels"].get(method, method))
+                    for p, x, y in zip(points, xs, ys, strict=True):
+                        ax.annotate(f"β={p['beta']:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+                ax.set_xlabel("chosen answers' KL estimate (nats)")
+                ax.set_ylabel(ylabel)
+                ax.set_title(reward)
+                ax.legend(fontsize=7)
 
 
 def main(args: FrontierArguments) -> dict[str, Any]:

@@ -368,7 +368,10 @@ def test_kl_frontier_lines_up_the_runs_by_beta_with_the_chosen_answers_reward_an
     unit = json.loads(next((Path(runs[0]) / "units").glob("*/bon_top_p/seed0.json")).read_text())
     for p in unit["prompts"]:
         assert p["best_kl"] == pytest.approx(p["nll_per_token"] * p["best_tokens"], rel=1e-4, abs=1e-5)
-    assert (tmp_path / "f" / "frontier.png").is_file() and "| beta |" in (tmp_path / "f" / "frontier.md").read_text()
+    text = (tmp_path / "f" / "frontier.md").read_text()
+    assert (tmp_path / "f" / "frontier.png").is_file() and "| beta | reward | KL | s |" in text
+    point = next(p for p in points["bon_top_p"] if p["beta"] == 0.5)  # s = r - beta * KL, of the means
+    assert f"| {point['reward'][0] - 0.5 * point['kl'][0]:.3f} |" in text
     with pytest.raises(FileNotFoundError, match="no report.json"):
         frontier.collect([str(tmp_path / "missing")])
 
