@@ -470,6 +470,7 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
                 guarded = [[greedy[j] if _repetitive(p) else p["best_reward"] for j, p in enumerate(u["prompts"])]
                            for u in us]  # fmt: skip
                 row["degenerate_as_greedy"] = bootstrap_ci(torch.tensor(guarded).nanmean(0).tolist())
+                section.setdefault("guarded", {})[method] = guarded
             if all("best_kl" in p or "best_tokens" in p for u in us for p in u["prompts"]):
                 # the chosen answers' own reward and KL, at any beta (the frontier's two axes)
                 for key, value in (("reward", lambda p: p["best_reward"]), ("kl", lambda p: _chosen_kl(p, args))):
@@ -480,6 +481,7 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
             section["methods"][method] = row
             section.setdefault("tables", {})[method] = table
         tables = section.pop("tables")
+        guarded_tables = section.pop("guarded", {})
         for method in by_method:
             if kinds[method] in BASELINES:
                 continue
@@ -495,6 +497,12 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
                     paired["samples_to_match"] = samples_to_match(section["curves"][baseline], target)
                     paired["seconds_to_match"] = paired["samples_to_match"] * base["seconds"] / base["samples"]
                 section["paired"][f"{method} vs {baseline}"] = paired
+                if method in guarded_tables and baseline in guarded_tables and kinds[baseline] != "greedy":
+                    # the chosen answers' rewards with each repetitive one scored as greedy's, paired the same way
+                    ga, gb = guarded_tables[method], guarded_tables[baseline]
+                    section.setdefault("paired_as_greedy", {})[f"{method} vs {baseline}"] = paired_comparison(
+                        ga[:common], gb[:common]
+                    )
             if "bon_top_p" in section["curves"]:
                 section["methods"][method]["bon_top_p_samples_to_match"] = samples_to_match(
                     section["curves"]["bon_top_p"], target
@@ -569,6 +577,10 @@ def report_markdown(report: dict[str, Any], args: VsBonArguments) -> str:
                     own, most = section["methods"][method]["seconds"], section["methods"][baseline]["seconds"]
                     secs = f"{p['seconds_to_match']:.0f} ({own:.0f})" if found else f"> {most:.0f} ({own:.0f})"
                 lines.append(f"| {label} | {format_paired(p)} | {p['pairs']} | {match} | {secs} |")
+            for name, p in section.get("paired_as_greedy", {}).items():
+                method, baseline = name.split(" vs ")
+                label = f"{labels.get(method, method)} − {labels.get(baseline, baseline)}"
+                lines.append(f"| {label}: rewards, repetitive as greedy | {format_paired(p)} | {p['pairs']} | — | — |")
         lines.append("")
     return "\n".join(lines)
 

@@ -274,11 +274,22 @@ def test_repetitive_answers_are_scored_as_greedy_in_the_guarded_column():
     units = [
         unit("aisp", [[0.2, 0.9], [0.1, 0.8]], ["great great great", "topic one is fine"]),
         unit("greedy", [[0.3], [0.4]], ["greedy answer zero", "greedy answer one"]),
+        unit("bon_top_p", [[0.5, 0.6], [0.7, 0.2]], ["topic zero, said well", "a fine answer on one"]),
     ]
-    row = script.build_report(units, args, {"aisp": "aisp", "greedy": "greedy"})["rewards"]["vader"]["methods"]["aisp"]
+    kinds = {"aisp": "aisp", "greedy": "greedy", "bon_top_p": "bon_top_p"}
+    section = script.build_report(units, args, kinds)["rewards"]["vader"]
+    row = section["methods"]["aisp"]
     assert row["N=2"][0] == pytest.approx((0.9 + 0.8) / 2)  # raw: the repetition's 0.9 counts
     assert row["degenerate_as_greedy"][0] == pytest.approx((0.3 + 0.8) / 2)  # guarded: prompt 0 falls back to greedy
     assert row["degenerate"] == 1
+    # paired against BoN twice, prompt by prompt: raw (0.9 - 0.6, 0.8 - 0.7; BoN's expected best of its 2 samples is
+    # their max) and guarded (0.3 - 0.6, 0.8 - 0.7); greedy gets no guarded pairing
+    assert section["paired_as_greedy"]["aisp vs bon_top_p"]["diff"] == pytest.approx(((0.3 - 0.6) + (0.8 - 0.7)) / 2)
+    assert section["paired_as_greedy"]["aisp vs bon_top_p"]["wins"] == pytest.approx(0.5)
+    assert section["paired"]["aisp vs bon_top_p"]["diff"] == pytest.approx(((0.9 - 0.6) + (0.8 - 0.7)) / 2)
+    assert set(section["paired_as_greedy"]) == {"aisp vs bon_top_p"}
+    markdown = script.report_markdown({"settings": script.settings_of(args), "rewards": {"vader": section}}, args)
+    assert "| AISP (defaults) − BoN (top-p): rewards, repetitive as greedy | -0.100 [" in markdown
 
 
 def test_bench_vs_bon_with_kl_coef_ranks_every_method_by_the_regularised_score(tmp_path, monkeypatch):
