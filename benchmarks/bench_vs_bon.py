@@ -260,10 +260,10 @@ def search_or_rescore(method, kind, overrides, seed, model, tokenizer, reward, p
         same = _without_kl(saved.get("aisp_config")) == _without_kl(aisp_config_of(kind, {}, args))
         same &= _without_kl(saved["settings"]) == _without_kl(settings_of(args))
         if same and saved.get("overrides", {}) == overrides:
-            start = time.perf_counter()
             if args.kl_coef and "nll_seconds" not in saved:
-                _add_base_nll(saved, model, tokenizer, queries)
+                _add_base_nll(saved, model, tokenizer, queries)  # timed into saved["nll_seconds"], counted below
                 atomic_write_json(cache, saved)
+            start = time.perf_counter()
             results = []
             for prompt, query, rows in zip(prompts, queries, saved["prompts"], strict=True):
                 rewards, _ = rescore_samples(reward, prompt, rows["completions"], rows["texts"])

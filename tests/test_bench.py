@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -324,6 +325,26 @@ def test_bench_vs_bon_with_kl_coef_ranks_every_method_by_the_regularised_score(t
     report = script.main(args)
     unit = json.loads((out / "units" / "vader" / "bon_top_p" / "seed0.json").read_text())
     assert all(p["kls"] and None not in p["kls"] for p in unit["prompts"])
+
+
+def test_the_base_nll_pass_over_cached_samples_is_counted_once_in_the_units_seconds(tmp_path, monkeypatch):
+    lm, rm = save_tiny_lm(tmp_path / "lm"), save_tiny_reward_model(tmp_path / "rm")
+    script = _script("bench_vs_bon")
+    plain_out, kl_out = tmp_path / "plain", tmp_path / "kl"
+    script.main(_vs_bon_args(script, lm, rm, plain_out, "--seeds", "0", "--methods", "bon_top_p"))
+    decoded = json.loads((plain_out / "samples" / "bon_top_p" / "seed0.json").read_text())["seconds"]
+
+    def slow_nll(saved, *args):  # a pass that takes 1 s and says so, as `_add_base_nll` does
+        time.sleep(1.0)
+        for rows in saved["prompts"]:
+            rows["nlls"] = [0.0] * len(rows["completion_ids"])
+        saved["nll_seconds"] = 1.0
+
+    monkeypatch.setattr(script, "_add_base_nll", slow_nll)
+    extra = ("--seeds", "0", "--methods", "bon_top_p", "--kl_coef", "2.0", "--samples_dir", str(plain_out / "samples"))
+    script.main(_vs_bon_args(script, lm, rm, kl_out, *extra))
+    unit = json.loads(next((kl_out / "units").glob("*/bon_top_p/seed0.json")).read_text())
+    assert decoded + 1.0 <= unit["seconds"] < decoded + 1.9  # decode + the pass once + the re-scoring
 
 
 def test_a_kl_coef_run_ranks_a_plain_runs_cached_bon_samples_without_decoding_them_again(tmp_path, monkeypatch):
