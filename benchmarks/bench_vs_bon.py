@@ -439,6 +439,9 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
         if not by_method:
             continue
         section: dict[str, Any] = {"methods": {}, "paired": {}, "curves": {}}
+        guarded_tables: dict[
+            str, list[list[float]]
+        ] = {}  # method -> per seed, per prompt: rewards, repetitive as greedy
         if "greedy" in by_method:  # deterministic: one unit (runs made one seed at a time may hold several)
             by_method["greedy"] = by_method["greedy"][:1]
         greedy = [p["best_reward"] for p in by_method["greedy"][0]["prompts"]] if "greedy" in by_method else None
@@ -470,7 +473,7 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
                 guarded = [[greedy[j] if _repetitive(p) else p["best_reward"] for j, p in enumerate(u["prompts"])]
                            for u in us]  # fmt: skip
                 row["degenerate_as_greedy"] = bootstrap_ci(torch.tensor(guarded).nanmean(0).tolist())
-                section.setdefault("guarded", {})[method] = guarded
+                guarded_tables[method] = guarded
             if all("best_kl" in p or "best_tokens" in p for u in us for p in u["prompts"]):
                 # the chosen answers' own reward and KL, at any beta (the frontier's two axes)
                 for key, value in (("reward", lambda p: p["best_reward"]), ("kl", lambda p: _chosen_kl(p, args))):
@@ -481,7 +484,6 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
             section["methods"][method] = row
             section.setdefault("tables", {})[method] = table
         tables = section.pop("tables")
-        guarded_tables = section.pop("guarded", {})
         for method in by_method:
             if kinds[method] in BASELINES:
                 continue
