@@ -439,9 +439,9 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
         if not by_method:
             continue
         section: dict[str, Any] = {"methods": {}, "paired": {}, "curves": {}}
-        guarded_tables: dict[
-            str, list[list[float]]
-        ] = {}  # method -> per seed, per prompt: rewards, repetitive as greedy
+        # method -> {N: per seed, per prompt: the best value}; and per seed, per prompt: repetitive answers as greedy
+        tables: dict[str, dict[int, list[list[float]]]] = {}
+        guarded_tables: dict[str, list[list[float]]] = {}
         if "greedy" in by_method:  # deterministic: one unit (runs made one seed at a time may hold several)
             by_method["greedy"] = by_method["greedy"][:1]
         greedy = [p["best_reward"] for p in by_method["greedy"][0]["prompts"]] if "greedy" in by_method else None
@@ -482,8 +482,7 @@ def build_report(units: list[dict], args: VsBonArguments, kinds: dict[str, str])
             curves = torch.tensor([[curve_of(_objectives(p), kind) for p in u["prompts"]] for u in us])
             section["curves"][method] = curves.nanmean(dim=(0, 1)).tolist()
             section["methods"][method] = row
-            section.setdefault("tables", {})[method] = table
-        tables = section.pop("tables")
+            tables[method] = table
         for method in by_method:
             if kinds[method] in BASELINES:
                 continue
